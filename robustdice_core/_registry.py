@@ -1,0 +1,48 @@
+"""A tiny name -> object registry (torchvision's register_model pattern)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from robustdice_core._errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects; lookup of an unknown name lists the valid ones."""
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(item: T) -> T:
+            self.add(name, item)
+            return item
+
+        return decorator
+
+    def add(self, name: str, item: T) -> None:
+        if name in self._items:
+            raise ValueError(f"{self._kind} `{name}` is already registered.")
+        self._items[name] = item
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            choices = ", ".join(sorted(self._items))
+            raise UnknownNameError(
+                f"unknown {self._kind} `{name}`; choose one of: {choices}."
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

@@ -1,0 +1,196 @@
+"""Accuracy under device failures, measured by running the masked model (DESIGN 3.5).
+
+All failure sets of a partition are evaluated in batched forwards: the network is split after
+the first unit's layer, the part before it runs once per image (and is kept), and the rest runs
+on ``groups x images`` samples, each group of images with its failure set's masks. Failure
+sets that leave identical masks (common with replication) are evaluated once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from robustdice_core._errors import InvalidParameterError
+from robustdice_core.masking import MaskedNetwork, repeat_groups
+from robustdice_core.partition import Partition
+from robustdice_core.zoo import LabelledImages
+
+__all__ = ["FailureAccuracy", "FailureEvaluator", "SizeStats", "failure_sets"]
+
+FailureSet = tuple[int, ...]
+
+
+def failure_sets(num_devices: int, sizes: Iterable[int]) -> list[FailureSet]:
+    """Every set of ``k`` failed devices for each ``k`` in ``sizes``, sorted by size."""
+    result: list[FailureSet] = []
+    for k in sorted(set(sizes)):
+        if not 0 <= k <= num_devices:
+            raise InvalidParameterError(
+                f"failure count {k} is outside 0..{num_devices} for {num_devices} devices."
+            )
+        result.extend(itertools.combinations(range(num_devices), k))
+    return result
+
+
+@dataclass(frozen=True)
+class SizeStats:
+    """Top-1 over all failure sets of one size."""
+
+    failed: int
+    worst: float
+    mean: float
+    best: float
+    count: int
+
+
+@dataclass(frozen=True)
+class FailureAccuracy:
+    """Top-1 (fraction in [0, 1]) of one partition for every evaluated failure set."""
+
+    num_devices: int
+    failure_sets: tuple[FailureSet, ...]
+    accuracy: tuple[float, ...]
+
+    def sizes(self) -> list[int]:
+        return sorted({len(f) for f in self.failure_sets})
+
+    def by_size(self, failed: int) -> SizeStats:
+        values = [
+            a for f, a in zip(self.failure_sets, self.accuracy, strict=True) if len(f) == failed
+        ]
+        if not values:
+            raise InvalidParameterError(f"no failure set of size {failed} was evaluated.")
+        return SizeStats(failed, min(values), float(np.mean(values)), max(values), len(values))
+
+    def expected(self, fail_prob: float) -> float:
+        """Expected Top-1 when each device fails independently with probability ``fail_prob``.
+
+        With every device down nothing is computed, which counts as 0. Needs every failure set
+        of sizes 0..ND-1.
+        """
+        if not 0.0 <= fail_prob <= 1.0:
+            raise InvalidParameterError(f"`fail_prob` must be in [0, 1], got {fail_prob}.")
+        table = dict(zip(self.failure_sets, self.accuracy, strict=True))
+        nd = self.num_devices
+        total = 0.0
+        for k in range(nd):
+            for failed in itertools.combinations(range(nd), k):
+                if failed not in table:
+                    raise InvalidParameterError(
+                        "expected accuracy needs every failure set of sizes 0.."
+                        f"{nd - 1}; {failed} was not evaluated."
+                    )
+                total += fail_prob**k * (1.0 - fail_prob) ** (nd - k) * table[failed]
+        return total
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "num_devices": self.num_devices,
+            "failure_sets": [list(f) for f in self.failure_sets],
+            "accuracy": list(self.accuracy),
+        }
+
+
+class FailureEvaluator:
+    """Evaluates partitions of one network on one labelled test set.
+
+    Args:
+        net: the masked network.
+        data: labelled test images.
+        max_batch: samples per forward (images x failure sets).
+        cache_limit_mb: keep the per-image activations before the first unit's mask in memory
+            when they fit, so every later evaluation starts from them.
+    """
+
+    def __init__(
+        self,
+        net: MaskedNetwork,
+        data: LabelledImages,
+        *,
+        max_batch: int = 8192,
+        cache_limit_mb: int = 1024,
+    ) -> None:
+        if len(data) == 0:
+            raise InvalidParameterError("the test set is empty.")
+        self.net = net
+        self.data = data
+        self.max_batch = max_batch
+        self._prefix, self._suffix = net.split_after(net.units[0].linear_node)
+        self._image_chunk = min(len(data), max_batch)
+        self._cached: list[tuple[Tensor, ...]] | None = None
+        per_image = math.prod(net.node_shape(net.units[0].linear_node)) * 4
+        if per_image * len(data) <= cache_limit_mb * 2**20:
+            self._cached = [self._live(start) for start in self._chunk_starts()]
+
+    def _chunk_starts(self) -> range:
+        return range(0, len(self.data), self._image_chunk)
+
+    def _live(self, start: int) -> tuple[Tensor, ...]:
+        with torch.inference_mode():
+            out = self._prefix(self.data.images[start : start + self._image_chunk])
+        return tuple(out)
+
+    def evaluate(self, partition: Partition, sets: Sequence[FailureSet]) -> FailureAccuracy:
+        counts = self.correct_counts(partition, sets)
+        return FailureAccuracy(
+            num_devices=partition.num_devices,
+            failure_sets=tuple(tuple(sorted(f)) for f in sets),
+            accuracy=tuple(float(c) / len(self.data) for c in counts),
+        )
+
+    def correct_counts(self, partition: Partition, sets: Sequence[FailureSet]) -> np.ndarray:
+        """Correct top-1 predictions per failure set (0 where every device failed)."""
+        if list(partition.unit_sizes) != [u.num_neurons for u in self.net.units]:
+            raise InvalidParameterError(
+                "the partition does not match this model's units "
+                f"({partition.num_units} units vs {len(self.net.units)})."
+            )
+        masks = partition.survival_masks(sets)
+        recovery = partition.recovery(sets)
+        key_columns = list(masks)
+        if recovery is not None:
+            key_columns.append(recovery[0][1][:, None] + 1)
+        _, first, inverse = np.unique(
+            np.concatenate(key_columns, axis=1), axis=0, return_index=True, return_inverse=True
+        )
+        unique_counts = self._count_configs(masks, recovery, first)
+        counts = unique_counts[inverse.reshape(-1)]
+        counts[~partition.alive_matrix(sets).any(axis=1)] = 0
+        return counts
+
+    def _count_configs(
+        self,
+        masks: list[np.ndarray],
+        recovery: list[tuple[np.ndarray, np.ndarray]] | None,
+        rows: np.ndarray,
+    ) -> np.ndarray:
+        groups_per_forward = max(1, self.max_batch // self._image_chunk)
+        counts = np.zeros(rows.size, dtype=np.int64)
+        for g0 in range(0, rows.size, groups_per_forward):
+            chosen = rows[g0 : g0 + groups_per_forward]
+            unit_masks: list[Tensor | None] = [
+                torch.from_numpy(m[chosen]).to(torch.float32) for m in masks
+            ]
+            unit_recovery: list[tuple[Tensor, Tensor] | None] | None = None
+            if recovery is not None:
+                unit_recovery = [
+                    (torch.from_numpy(slices), torch.from_numpy(lost[chosen]))
+                    for slices, lost in recovery
+                ]
+            with torch.inference_mode(), self.net.masked(unit_masks, unit_recovery):
+                for index, start in enumerate(self._chunk_starts()):
+                    live = self._cached[index] if self._cached else self._live(start)
+                    labels = self.data.labels[start : start + self._image_chunk]
+                    predicted = self._suffix(
+                        *(repeat_groups(t, chosen.size) for t in live)
+                    ).argmax(-1)
+                    hits = (predicted.view(chosen.size, -1) == labels).sum(dim=1)
+                    counts[g0 : g0 + chosen.size] += hits.numpy()
+        return counts

@@ -1,0 +1,312 @@
+"""Discovery of partitionable units and their sync points from a model's fx graph.
+
+A unit is a ``Conv2d`` or ``Linear`` layer plus the channel-local operations that follow it
+(BatchNorm, activations, pooling, dropout, per-channel scales, permutes). The unit ends at its
+*sync point*: the last channel-local node, whose output is all-gathered between devices and
+where a missing neuron is zero (DESIGN 3.1).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+from torchvision.ops import stochastic_depth
+
+from robustdice_core._errors import UnsupportedModelError
+
+__all__ = ["Unit", "TracedModel", "trace_model"]
+
+# Elementwise ops: channel-local whatever the channel dim is.
+_ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.ELU,
+    nn.Dropout,
+    nn.Identity,
+)
+# Ops that act per channel but need the channel at dim 1 (NCHW / NC layouts).
+_CHANNEL_FIRST_MODULES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout2d,
+)
+_ELEMENTWISE_FUNCTIONS: set[Callable[..., object]] = {
+    F.relu,
+    torch.relu,
+    F.relu6,
+    F.gelu,
+    F.silu,
+    torch.sigmoid,
+    torch.tanh,
+    F.dropout,
+    stochastic_depth,
+}
+_CHANNEL_FIRST_FUNCTIONS: set[Callable[..., object]] = {
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+}
+_ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
+# Parametrised modules that may run redundantly on the gathered tensor.
+_ALLOWED_PARAM_MODULES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One partitionable layer and its channel-local tail, as plain data."""
+
+    index: int
+    name: str  # qualified module name of the Conv2d / Linear
+    kind: str  # "conv", "depthwise_conv" or "linear"
+    num_neurons: int
+    linear_node: str  # fx node computing the layer's (pre-activation) output
+    sync_node: str  # fx node whose output is all-gathered
+    channel_dim: int  # neuron axis of the sync output (batch is dim 0)
+    sync_shape: tuple[int, ...]  # sync output shape for one image (batch dim dropped)
+    local_ops: tuple[str, ...]  # fx nodes folded into the unit after the layer
+    params_per_neuron: int  # weights + bias + per-channel params of the local ops
+    macs_per_neuron: int  # multiply-accumulates of one neuron for one image
+
+    @property
+    def sync_elements_per_neuron(self) -> int:
+        """Values one neuron contributes to the gathered tensor, per image."""
+        return math.prod(self.sync_shape) // self.num_neurons
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class TracedModel:
+    """A model's fx graph (eval mode, shapes propagated) and its units."""
+
+    graph_module: fx.GraphModule
+    units: tuple[Unit, ...]
+    example_shape: tuple[int, ...]  # input shape for one image
+
+
+def trace_model(model: nn.Module, example_shape: tuple[int, ...]) -> TracedModel:
+    """Trace ``model`` in eval mode and discover its units.
+
+    Args:
+        model: the network; it is put in eval mode.
+        example_shape: the input shape of one image, e.g. ``(3, 224, 224)``.
+    """
+    model = model.eval()
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as err:  # fx raises many types for untraceable code
+        raise UnsupportedModelError(
+            f"cannot trace `{type(model).__name__}` with torch.fx ({err}); units can only be "
+            "discovered for models without data-dependent control flow."
+        ) from err
+    with torch.no_grad():
+        ShapeProp(gm).propagate(torch.zeros((1, *example_shape)))
+    _check_supported(gm)
+    units = tuple(_discover(gm))
+    if not units:
+        raise UnsupportedModelError(
+            f"`{type(model).__name__}` has no Conv2d or Linear layer to partition."
+        )
+    return TracedModel(graph_module=gm, units=units, example_shape=tuple(example_shape))
+
+
+def _shape(node: fx.Node) -> tuple[int, ...]:
+    meta = node.meta.get("tensor_meta")
+    if meta is None or not hasattr(meta, "shape"):
+        raise UnsupportedModelError(f"node `{node.name}` has no single tensor output.")
+    return tuple(int(s) for s in meta.shape)
+
+
+def _check_supported(gm: fx.GraphModule) -> None:
+    seen: set[str] = set()
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(node.target)
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and node.target in seen:
+            raise UnsupportedModelError(
+                f"layer `{node.target}` is called more than once; a partitioned layer must "
+                "have a single call site."
+            )
+        seen.add(node.target)
+        if isinstance(module, (nn.Conv2d, nn.Linear, *_ALLOWED_PARAM_MODULES)):
+            continue
+        if any(True for _ in module.parameters(recurse=False)):
+            raise UnsupportedModelError(
+                f"layer `{node.target}` ({type(module).__name__}) holds parameters but is "
+                "neither Conv2d, Linear nor a normalisation layer; it cannot be partitioned."
+            )
+
+
+def _discover(gm: fx.GraphModule) -> list[Unit]:
+    units: list[Unit] = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(node.target)
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        out_shape = _shape(node)
+        channel_dim = 1 if isinstance(module, nn.Conv2d) else len(out_shape) - 1
+        tail, sync_dim = _channel_local_tail(gm, node, channel_dim)
+        sync = tail[-1] if tail else node
+        units.append(
+            Unit(
+                index=len(units),
+                name=str(node.target),
+                kind=_kind(module),
+                num_neurons=out_shape[channel_dim],
+                linear_node=node.name,
+                sync_node=sync.name,
+                channel_dim=sync_dim,
+                sync_shape=_shape(sync)[1:],
+                local_ops=tuple(n.name for n in tail),
+                params_per_neuron=_params_per_neuron(gm, module, tail),
+                macs_per_neuron=_macs_per_neuron(module, out_shape, channel_dim),
+            )
+        )
+    return units
+
+
+def _kind(module: nn.Module) -> str:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    assert isinstance(module, nn.Conv2d)
+    is_depthwise = module.groups > 1 and module.groups == module.in_channels
+    return "depthwise_conv" if is_depthwise else "conv"
+
+
+def _macs_per_neuron(module: nn.Module, out_shape: tuple[int, ...], channel_dim: int) -> int:
+    positions = math.prod(s for i, s in enumerate(out_shape) if i not in (0, channel_dim))
+    if isinstance(module, nn.Linear):
+        return module.in_features * positions
+    assert isinstance(module, nn.Conv2d)
+    per_position = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    return per_position * positions
+
+
+def _params_per_neuron(gm: fx.GraphModule, module: nn.Module, tail: list[fx.Node]) -> int:
+    weight = module.weight
+    count = weight[0].numel() + (1 if getattr(module, "bias", None) is not None else 0)
+    for node in tail:
+        if node.op == "call_module":
+            sub = gm.get_submodule(node.target)
+            # BatchNorm: affine weight/bias and running mean/var, one each per channel.
+            count += sum(1 for _ in sub.parameters()) + sum(
+                1 for b in sub.buffers() if b.dim() == 1
+            )
+        elif node.op == "call_function" and node.target in (operator.mul, torch.mul):
+            count += 1  # a per-channel scale
+    return count
+
+
+def _channel_local_tail(
+    gm: fx.GraphModule, start: fx.Node, channel_dim: int
+) -> tuple[list[fx.Node], int]:
+    """Follow single-user channel-local nodes from ``start``; return them and the final dim."""
+    tail: list[fx.Node] = []
+    current = start
+    while len(current.users) == 1:
+        user = next(iter(current.users))
+        next_dim = _channel_dim_after(gm, user, current, channel_dim)
+        if next_dim is None:
+            break
+        tail.append(user)
+        current, channel_dim = user, next_dim
+    return tail, channel_dim
+
+
+def _channel_dim_after(
+    gm: fx.GraphModule, node: fx.Node, source: fx.Node, channel_dim: int
+) -> int | None:
+    """The neuron axis after ``node`` if it is channel-local on ``source``, else None."""
+    ndim = len(_shape(source))
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if node.args[0] is not source:
+            return None
+        if isinstance(module, _ELEMENTWISE_MODULES):
+            return channel_dim
+        if isinstance(module, _CHANNEL_FIRST_MODULES) and channel_dim == 1:
+            return channel_dim
+        return None
+    if node.op == "call_function":
+        if node.target in _ELEMENTWISE_FUNCTIONS and node.args[0] is source:
+            return channel_dim
+        if node.target in _CHANNEL_FIRST_FUNCTIONS and node.args[0] is source:
+            return channel_dim if channel_dim == 1 else None
+        if node.target is torch.permute and node.args[0] is source:
+            return _permuted_dim(node.args[1], channel_dim, ndim)
+        if node.target in (operator.mul, torch.mul):
+            return _scale_dim(gm, node, source, channel_dim, ndim)
+        return None
+    if node.op == "call_method":
+        if node.args[0] is not source:
+            return None
+        if node.target in _ELEMENTWISE_METHODS:
+            return channel_dim
+        if node.target == "permute":
+            dims = node.args[1] if len(node.args) == 2 else node.args[1:]
+            return _permuted_dim(dims, channel_dim, ndim)
+    return None
+
+
+def _permuted_dim(dims: object, channel_dim: int, ndim: int) -> int | None:
+    if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) for d in dims):
+        return None
+    order = [d % ndim for d in dims]  # type: ignore[operator]
+    return order.index(channel_dim) if channel_dim in order else None
+
+
+def _scale_dim(
+    gm: fx.GraphModule, node: fx.Node, source: fx.Node, channel_dim: int, ndim: int
+) -> int | None:
+    """A multiply by a parameter that varies only along the channel axis (layer scale)."""
+    others = [a for a in node.args if a is not source]
+    if len(others) != 1 or len(node.args) != 2:
+        return None
+    other = others[0]
+    if not isinstance(other, fx.Node) or other.op != "get_attr":
+        return None
+    value = gm.get_parameter(str(other.target)) if _is_param(gm, other) else None
+    if value is None:
+        return None
+    shape = (1,) * (ndim - value.dim()) + tuple(value.shape)
+    if len(shape) != ndim:
+        return None
+    varying = [i for i, s in enumerate(shape) if s != 1]
+    return channel_dim if varying in ([], [channel_dim]) else None
+
+
+def _is_param(gm: fx.GraphModule, node: fx.Node) -> bool:
+    try:
+        gm.get_parameter(str(node.target))
+    except AttributeError:
+        return False
+    return True

@@ -1,0 +1,30 @@
+"""Model zoo and evaluation data (DESIGN 3.6)."""
+
+from __future__ import annotations
+
+from robustdice_core.zoo._data import EvalData, LabelledImages, digits_splits, image_folder_data
+from robustdice_core.zoo._registry import (
+    MODELS,
+    LoadedModel,
+    ModelSpec,
+    load_model,
+    load_state_dict_file,
+)
+from robustdice_core.zoo._specs import DEFAULT_MODEL, DigitsSpec, TorchvisionSpec
+from robustdice_core.zoo._training import TrainingRecipe
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DigitsSpec",
+    "EvalData",
+    "LabelledImages",
+    "LoadedModel",
+    "MODELS",
+    "ModelSpec",
+    "TorchvisionSpec",
+    "TrainingRecipe",
+    "digits_splits",
+    "image_folder_data",
+    "load_model",
+    "load_state_dict_file",
+]

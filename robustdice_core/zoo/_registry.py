@@ -1,0 +1,121 @@
+"""The model zoo: a registry of model specs and the loaders behind them (DESIGN 3.6)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from robustdice_core._cache import hash_tensors
+from robustdice_core._errors import CorruptFileError, MissingResourceError
+from robustdice_core._registry import Registry
+from robustdice_core.zoo._data import EvalData
+
+__all__ = ["ModelSpec", "LoadedModel", "MODELS", "load_model", "load_state_dict_file"]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in eval mode with where its weights came from."""
+
+    spec: ModelSpec
+    module: nn.Module
+    weights_source: str  # e.g. "published:AlexNet_Weights.IMAGENET1K_V1", "file:/w.pth"
+    has_weights: bool  # False: architecture only (random init), no accuracy allowed
+
+    def weights_hash(self) -> str:
+        return hash_tensors(self.module.state_dict())
+
+
+class ModelSpec(ABC):
+    """How to build a model, load its weights and get its evaluation data."""
+
+    name: str
+    family: str
+    description: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+    @abstractmethod
+    def build(self) -> nn.Module:
+        """The architecture with freshly initialised weights."""
+
+    @abstractmethod
+    def default_state_dict(self) -> tuple[dict[str, Tensor], str]:
+        """The model's own weights and a label of their source; MissingResourceError if none."""
+
+    @abstractmethod
+    def eval_data(
+        self, data: Path | None, *, calibration_size: int | None, test_size: int | None
+    ) -> EvalData:
+        """Calibration and test images; MissingResourceError names the flag that supplies them."""
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def load_state_dict_file(path: Path) -> dict[str, Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (plain or ``{"state_dict": ...}``)."""
+    if not path.is_file():
+        raise MissingResourceError(
+            f"weights file `{path}` does not exist; pass `--weights PATH` to a state dict."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch/safetensors raise many types for bad files
+        raise CorruptFileError(f"weights file `{path}` cannot be read: {err}") from err
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise CorruptFileError(f"weights file `{path}` does not hold a state dict of tensors.")
+    return loaded
+
+
+def _apply_state_dict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    result = module.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {', '.join(result.missing_keys[:3])}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {', '.join(result.unexpected_keys[:3])}")
+    if problems:
+        raise CorruptFileError(
+            f"weights from {source} do not fit this model ({'; '.join(problems)}); check that "
+            "the file belongs to the chosen `--model`."
+        )
+
+
+def load_model(
+    name: str,
+    *,
+    weights: Path | None = None,
+    require_weights: bool = True,
+) -> LoadedModel:
+    """Build a registered model and load its weights.
+
+    Args:
+        name: a registered model name (`MODELS.names()`).
+        weights: a local state-dict file that overrides the model's own weights.
+        require_weights: when False and no weights can be had, return the architecture with
+            random weights (for cost-only work); accuracy must never be computed on it.
+    """
+    spec = MODELS.get(name)
+    module = spec.build()
+    if weights is not None:
+        state, source = load_state_dict_file(weights), f"file:{weights}"
+    else:
+        try:
+            state, source = spec.default_state_dict()
+        except MissingResourceError:
+            if require_weights:
+                raise
+            return LoadedModel(spec, module.eval(), "random (architecture only)", False)
+    _apply_state_dict(module, state, source)
+    return LoadedModel(spec, module.eval(), source, has_weights=True)

@@ -1,0 +1,121 @@
+"""The registered models: three embedded digits CNNs and torchvision's paper models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from robustdice_core._errors import InvalidParameterError, MissingResourceError
+from robustdice_core.zoo._data import EvalData, digits_splits, image_folder_data
+from robustdice_core.zoo._reference import DigitsAlexNet, DigitsConvNeXt, DigitsVGGBN
+from robustdice_core.zoo._registry import MODELS, ModelSpec
+from robustdice_core.zoo._training import TrainingRecipe, trained_state_dict
+
+__all__ = ["DigitsSpec", "TorchvisionSpec", "DEFAULT_MODEL"]
+
+DEFAULT_MODEL = "digits-vgg-bn"
+
+
+class DigitsSpec(ModelSpec):
+    """An embedded reference CNN, trained on first use on scikit-learn's digits."""
+
+    input_shape = (1, 8, 8)
+    num_classes = 10
+
+    def __init__(
+        self,
+        name: str,
+        family: str,
+        factory: Callable[[], nn.Module],
+        recipe: TrainingRecipe | None = None,
+    ) -> None:
+        self.name = name
+        self.family = family
+        self.description = f"embedded {family} CNN on 8x8 digits (scikit-learn), trained locally"
+        self._factory = factory
+        self._recipe = recipe or TrainingRecipe()
+
+    def build(self) -> nn.Module:
+        return self._factory()
+
+    def default_state_dict(self) -> tuple[dict[str, Tensor], str]:
+        train, _, _ = digits_splits()
+        state = trained_state_dict(self.name, self.build(), train, self._recipe)
+        return state, "trained:digits (cached)"
+
+    def eval_data(
+        self, data: Path | None, *, calibration_size: int | None, test_size: int | None
+    ) -> EvalData:
+        if data is not None:
+            raise InvalidParameterError(
+                f"`--data` is for ImageNet models; `{self.name}` uses the embedded digits set."
+            )
+        _, calibration, test = digits_splits()
+        if calibration_size is not None:
+            calibration = type(calibration)(
+                calibration.images[:calibration_size], calibration.labels[:calibration_size]
+            )
+        if test_size is not None:
+            test = type(test)(test.images[:test_size], test.labels[:test_size])
+        return EvalData("digits", calibration, test)
+
+
+class TorchvisionSpec(ModelSpec):
+    """A torchvision ImageNet classifier through torchvision's own weights API."""
+
+    input_shape = (3, 224, 224)
+    num_classes = 1000
+
+    def __init__(self, name: str, family: str) -> None:
+        self.name = name
+        self.family = family
+        self.description = f"torchvision {name} (ImageNet-1K, published weights)"
+
+    @property
+    def weights_enum(self) -> torchvision.models.WeightsEnum:
+        return torchvision.models.get_model_weights(self.name).DEFAULT  # type: ignore[no-any-return,attr-defined]
+
+    def build(self) -> nn.Module:
+        return torchvision.models.get_model(self.name, weights=None)
+
+    def default_state_dict(self) -> tuple[dict[str, Tensor], str]:
+        weights = self.weights_enum
+        try:
+            state = weights.get_state_dict(progress=False, check_hash=True)
+        except Exception as err:  # urllib/hash/IO errors: all mean "not available here"
+            raise MissingResourceError(
+                f"the published weights {weights} for `{self.name}` are not in torch's cache "
+                f"({torch.hub.get_dir()}/checkpoints) and could not be downloaded ({err}); "
+                "pass `--weights PATH` to a local state dict."
+            ) from err
+        return state, f"published:{weights}"
+
+    def eval_data(
+        self, data: Path | None, *, calibration_size: int | None, test_size: int | None
+    ) -> EvalData:
+        if data is None:
+            raise MissingResourceError(
+                f"`{self.name}` is evaluated on ImageNet, which is not bundled; pass "
+                "`--data PATH` to an ImageNet-style folder (one sub-folder per class)."
+            )
+        return image_folder_data(
+            data,
+            self.weights_enum.transforms(),
+            calibration_size=calibration_size or 256,
+            test_size=test_size or 1000,
+        )
+
+
+for _spec in (
+    DigitsSpec("digits-alexnet", "AlexNet-like", DigitsAlexNet),
+    DigitsSpec("digits-vgg-bn", "VGG-BN-like", DigitsVGGBN),
+    DigitsSpec("digits-convnext", "ConvNeXt-like", DigitsConvNeXt),
+    TorchvisionSpec("alexnet", "AlexNet"),
+    TorchvisionSpec("vgg16_bn", "VGG-BN"),
+    TorchvisionSpec("convnext_tiny", "ConvNeXt"),
+):
+    MODELS.add(_spec.name, _spec)
