@@ -1,0 +1,54 @@
+"""RobustDiCE core: units, importance scores, partitioners, failure simulation, model zoo."""
+
+from __future__ import annotations
+
+from robustdice_core._errors import (
+    CorruptFileError,
+    InvalidParameterError,
+    MissingResourceError,
+    RobustDiceError,
+    UnknownNameError,
+    UnsupportedModelError,
+)
+from robustdice_core._registry import Registry
+from robustdice_core.failures import (
+    FailureAccuracy,
+    FailureEvaluator,
+    SizeStats,
+    failure_sets,
+)
+from robustdice_core.masking import MaskedNetwork, split_graph
+from robustdice_core.partition import (
+    BASELINES,
+    CDC,
+    LOP,
+    FullReplication,
+    Partition,
+    RobustDiCE,
+)
+from robustdice_core.units import TracedModel, Unit, trace_model
+
+__all__ = [
+    "BASELINES",
+    "CDC",
+    "CorruptFileError",
+    "FailureAccuracy",
+    "FailureEvaluator",
+    "FullReplication",
+    "InvalidParameterError",
+    "LOP",
+    "MaskedNetwork",
+    "MissingResourceError",
+    "Partition",
+    "Registry",
+    "RobustDiCE",
+    "RobustDiceError",
+    "SizeStats",
+    "TracedModel",
+    "UnknownNameError",
+    "Unit",
+    "UnsupportedModelError",
+    "failure_sets",
+    "split_graph",
+    "trace_model",
+]

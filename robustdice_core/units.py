@@ -211,12 +211,13 @@ def _macs_per_neuron(module: nn.Module, out_shape: tuple[int, ...], channel_dim:
     return per_position * positions
 
 
-def _params_per_neuron(gm: fx.GraphModule, module: nn.Module, tail: list[fx.Node]) -> int:
-    weight = module.weight
-    count = weight[0].numel() + (1 if getattr(module, "bias", None) is not None else 0)
+def _params_per_neuron(
+    gm: fx.GraphModule, module: nn.Conv2d | nn.Linear, tail: list[fx.Node]
+) -> int:
+    count = module.weight[0].numel() + (1 if getattr(module, "bias", None) is not None else 0)
     for node in tail:
         if node.op == "call_module":
-            sub = gm.get_submodule(node.target)
+            sub = gm.get_submodule(str(node.target))
             # BatchNorm: affine weight/bias and running mean/var, one each per channel.
             count += sum(1 for _ in sub.parameters()) + sum(
                 1 for b in sub.buffers() if b.dim() == 1
@@ -248,7 +249,7 @@ def _channel_dim_after(
     """The neuron axis after ``node`` if it is channel-local on ``source``, else None."""
     ndim = len(_shape(source))
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)
+        module = gm.get_submodule(str(node.target))
         if node.args[0] is not source:
             return None
         if isinstance(module, _ELEMENTWISE_MODULES):
@@ -280,7 +281,7 @@ def _channel_dim_after(
 def _permuted_dim(dims: object, channel_dim: int, ndim: int) -> int | None:
     if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) for d in dims):
         return None
-    order = [d % ndim for d in dims]  # type: ignore[operator]
+    order = [int(d) % ndim for d in dims]
     return order.index(channel_dim) if channel_dim in order else None
 
 

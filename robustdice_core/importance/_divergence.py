@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor
 
-from robustdice_core.importance._base import ImportanceScorer
+from robustdice_core.importance._base import ImportanceScorer, require_data
 from robustdice_core.masking import MaskedNetwork, repeat_groups
 from robustdice_core.zoo import LabelledImages
 
@@ -41,7 +41,8 @@ class DivergenceScorer(ImportanceScorer):
     def __init__(self, *, memory_budget_mb: int = 512) -> None:
         self.memory_budget_mb = memory_budget_mb
 
-    def score(self, net: MaskedNetwork, calibration: LabelledImages) -> list[np.ndarray]:
+    def score(self, net: MaskedNetwork, calibration: LabelledImages | None) -> list[np.ndarray]:
+        calibration = require_data(self, calibration)
         images = calibration.images
         with torch.inference_mode():
             reference = torch.softmax(net(images), dim=-1)

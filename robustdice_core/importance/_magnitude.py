@@ -14,8 +14,9 @@ __all__ = ["MagnitudeScorer"]
 
 class MagnitudeScorer(ImportanceScorer):
     name = "s1"
+    needs_data = False
 
-    def score(self, net: MaskedNetwork, calibration: LabelledImages) -> list[np.ndarray]:
+    def score(self, net: MaskedNetwork, calibration: LabelledImages | None) -> list[np.ndarray]:
         scores = []
         with torch.no_grad():
             for unit in net.units:

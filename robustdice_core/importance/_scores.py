@@ -70,7 +70,7 @@ def _min_max(values: np.ndarray) -> np.ndarray:
 
 def compute_scores(
     net: MaskedNetwork,
-    calibration: LabelledImages,
+    calibration: LabelledImages | None,
     names: Sequence[str],
     *,
     weights_hash: str,
@@ -82,7 +82,7 @@ def compute_scores(
     The cache key is the weights hash, the calibration set's fingerprint, the scorer and its
     settings; each score is cached on its own, so ablations over subsets reuse them.
     """
-    calibration_key = calibration.fingerprint()
+    calibration_key = "none" if calibration is None else calibration.fingerprint()
     raw: dict[str, tuple[np.ndarray, ...]] = {}
     for name in parse_score_names(list(names)):
         scorer = (scorers or {}).get(name) or SCORERS.get(name)()

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustdice_core.importance._base import ImportanceScorer, layer_of
+from robustdice_core.importance._base import ImportanceScorer, layer_of, require_data
 from robustdice_core.masking import MaskedNetwork
 from robustdice_core.zoo import LabelledImages
 
@@ -26,7 +26,8 @@ class TaylorScorer(ImportanceScorer):
     def settings(self) -> dict[str, object]:
         return {"use_labels": self.use_labels}
 
-    def score(self, net: MaskedNetwork, calibration: LabelledImages) -> list[np.ndarray]:
+    def score(self, net: MaskedNetwork, calibration: LabelledImages | None) -> list[np.ndarray]:
+        calibration = require_data(self, calibration)
         layers = [layer_of(net, u.name) for u in net.units]
         params = [p for layer in layers for p in (layer.weight, layer.bias) if p is not None]
         grads = [torch.zeros_like(p) for p in params]

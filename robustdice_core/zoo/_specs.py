@@ -77,7 +77,7 @@ class TorchvisionSpec(ModelSpec):
 
     @property
     def weights_enum(self) -> torchvision.models.WeightsEnum:
-        return torchvision.models.get_model_weights(self.name).DEFAULT  # type: ignore[no-any-return,attr-defined]
+        return torchvision.models.get_model_weights(self.name).DEFAULT
 
     def build(self) -> nn.Module:
         return torchvision.models.get_model(self.name, weights=None)

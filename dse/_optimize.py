@@ -1,0 +1,207 @@
+"""`dse optimize`: run (or resume) a study of RobustDiCE threshold vectors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from dse._export import evaluation_attrs, front_trials, trials_frame, write_frame
+from dse._pareto import ReferenceBox, hypervolume
+from dse._problem import Evaluation, RobustnessProblem
+from dse._samplers import SAMPLERS, SamplerRequest
+from dse._settings import StudySettings
+from dse._study import (
+    BOX_ATTR,
+    create_study,
+    load_existing,
+    open_storage,
+    recover_stale,
+)
+from robustdice_core import RobustDiceError
+
+__all__ = ["OptimizeResult", "Progress", "run_optimize", "reference_box"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """What the progress display shows after every trial."""
+
+    done: int
+    target: int
+    feasible: int
+    front: int
+    hypervolume: float
+    failed: int
+
+
+@dataclass
+class OptimizeResult:
+    study: optuna.Study
+    problem: RobustnessProblem
+    baselines: dict[str, Evaluation]
+    box: ReferenceBox
+    front: list[FrozenTrial]
+    hypervolume: float
+    files: list[Path] = field(default_factory=list)
+    recovered: int = 0
+    interrupted: bool = False
+
+
+def reference_box(problem: RobustnessProblem, baselines: dict[str, Evaluation]) -> ReferenceBox:
+    """Ideal and reference point from the baselines, fixed when the study is created.
+
+    Minimised objectives: ideal = best baseline, reference = 1.1 x worst baseline. Maximised
+    ones: ideal = best baseline, reference = 0.
+    """
+    values = np.array([e.values for e in baselines.values()])
+    maximize = tuple(o.direction == "maximize" for o in problem.objectives)
+    ideal = tuple(
+        float(values[:, i].max() if up else values[:, i].min()) for i, up in enumerate(maximize)
+    )
+    nadir = tuple(0.0 if up else float(1.1 * values[:, i].max()) for i, up in enumerate(maximize))
+    return ReferenceBox(ideal, nadir, maximize)
+
+
+def run_optimize(
+    settings: StudySettings,
+    *,
+    trials: int,
+    storage_url: str,
+    study_name: str | None = None,
+    out_dir: Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    problem: RobustnessProblem | None = None,
+) -> OptimizeResult:
+    """Create or resume the study and run it until it has ``trials`` completed trials."""
+    problem = problem or RobustnessProblem(settings)
+    baselines = problem.baselines()
+    problem.check_feasible(baselines)
+    storage = open_storage(storage_url)
+    name = study_name or settings.default_study_name()
+    study = load_existing(storage, name, settings)
+    if study is None:
+        box = reference_box(problem, baselines)
+        study = create_study(
+            storage,
+            name,
+            settings,
+            [o.direction for o in problem.objectives],
+            [o.name for o in problem.objectives],
+            box,
+            problem.space.to_dict(),
+        )
+    else:
+        box = ReferenceBox.from_dict(study.user_attrs[BOX_ATTR])
+    recovered = recover_stale(study, storage)
+    study.sampler = _sampler(problem, settings, offset=len(study.trials))
+
+    def objective(trial: Trial) -> tuple[float, ...]:
+        params = [
+            trial.suggest_float(n, lo, hi)
+            for n, lo, hi in zip(
+                problem.space.names, problem.space.low, problem.space.high, strict=True
+            )
+        ]
+        evaluation = problem.evaluate_params(params)
+        for key, value in evaluation_attrs(evaluation).items():
+            trial.set_user_attr(key, value)
+        return evaluation.values
+
+    def report(study: optuna.Study, _: FrozenTrial) -> None:
+        if on_progress is not None:
+            on_progress(_progress(study, box, trials))
+
+    completed = _count(study, TrialState.COMPLETE)
+    interrupted = False
+    if on_progress is not None:
+        on_progress(_progress(study, box, trials))
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study.optimize(
+            objective,
+            n_trials=max(0, trials - completed),
+            callbacks=[report],
+            catch=(RobustDiceError, RuntimeError, ValueError),
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    all_trials = study.get_trials(deepcopy=False)
+    feasible, front = front_trials(all_trials, box)
+    result = OptimizeResult(
+        study=study,
+        problem=problem,
+        baselines=baselines,
+        box=box,
+        front=sorted(front, key=lambda t: t.number),
+        hypervolume=hypervolume(np.array([t.values for t in front]), box) if front else 0.0,
+        recovered=recovered,
+        interrupted=interrupted,
+    )
+    if out_dir is not None:
+        result.files = _export(result, out_dir)
+    return result
+
+
+def _sampler(
+    problem: RobustnessProblem, settings: StudySettings, *, offset: int
+) -> optuna.samplers.BaseSampler:
+    """Optuna does not store samplers: rebuild it from the study's settings on every run.
+
+    The seed is offset by the number of trials already in the study so that a resumed study
+    does not replay the random draws of its first run.
+    """
+    space = problem.space
+    request = SamplerRequest(
+        seed=settings.seed + offset,
+        space={n: (lo, hi) for n, lo, hi in zip(space.names, space.low, space.high, strict=True)},
+        n_objectives=len(problem.objectives),
+        n_constraints=len(problem.constraint_names),
+        constraints_func=_constraints if problem.constraint_names else None,
+        population_size=settings.population,
+    )
+    return SAMPLERS.get(settings.sampler)(request)
+
+
+def _constraints(trial: FrozenTrial) -> list[float]:
+    return list(trial.user_attrs.get("constraints", []))
+
+
+def _count(study: optuna.Study, state: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def _progress(study: optuna.Study, box: ReferenceBox, target: int) -> Progress:
+    trials = study.get_trials(deepcopy=False)
+    feasible, front = front_trials(trials, box)
+    return Progress(
+        done=sum(t.state == TrialState.COMPLETE for t in trials),
+        target=target,
+        feasible=len(feasible),
+        front=len(front),
+        hypervolume=hypervolume(np.array([t.values for t in front]), box) if front else 0.0,
+        failed=sum(t.state == TrialState.FAIL for t in trials),
+    )
+
+
+def _export(result: OptimizeResult, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = write_frame(trials_frame(result.study, result.box), out_dir / "trials")
+    import pandas as pd
+
+    names = [o.name for o in result.problem.objectives]
+    rows = []
+    for label, evaluation in result.baselines.items():
+        row = {"method": label, "replication_factor": evaluation.outcome.replication_factor}
+        row.update(dict(zip(names, evaluation.values, strict=True)))
+        row["feasible"] = evaluation.feasible
+        rows.append(row)
+    files += write_frame(pd.DataFrame(rows), out_dir / "baselines")
+    return files

@@ -1,0 +1,169 @@
+"""The optimisation problem: thresholds -> partition -> (costs, accuracy) -> objective values."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from robustdice_core.costs import (
+    ModelCostInfo,
+    estimate_costs,
+    load_device_profile,
+    load_link_profile,
+)
+
+from dse._objectives import (
+    AccuracySettings,
+    Objective,
+    TrialOutcome,
+    parse_acc_metric,
+    parse_objectives,
+)
+from dse._settings import StudySettings
+from dse._space import ThresholdSpace, build_space
+from dse._workbench import Workbench, open_workbench
+from robustdice_core import BASELINES, InvalidParameterError, Partition, failure_sets
+
+__all__ = ["RobustnessProblem", "Evaluation", "BASELINE_LABELS"]
+
+BASELINE_LABELS = {"lop": "LOP", "cdc": "CDC", "replication": "Full replication"}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluated partition: its outcome, objective and constraint values, timings."""
+
+    partition: Partition
+    outcome: TrialOutcome
+    values: tuple[float, ...]
+    constraints: tuple[float, ...]  # <= 0 is feasible
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        return all(c <= 0 for c in self.constraints)
+
+
+class RobustnessProblem:
+    """Builds everything a study needs once (scores, evaluation data, cost tables)."""
+
+    def __init__(self, settings: StudySettings, *, bench: Workbench | None = None) -> None:
+        self.settings = settings
+        self.objectives: tuple[Objective, ...] = parse_objectives(settings.objectives)
+        self.accuracy = AccuracySettings(
+            metric=parse_acc_metric(settings.acc_metric),
+            failures=tuple(settings.failures),
+            fail_prob=settings.fail_prob,
+        )
+        if not 0.0 <= settings.fail_prob <= 1.0:
+            raise InvalidParameterError(
+                f"`--fail-prob` must be in [0, 1], got {settings.fail_prob}."
+            )
+        if settings.devices < 2:
+            raise InvalidParameterError(f"`--devices` must be at least 2, got {settings.devices}.")
+        self.needs_accuracy = any(o.needs_accuracy for o in self.objectives)
+        sizes = self.accuracy.failure_sizes(settings.devices) if self.needs_accuracy else []
+        self.failure_sets = failure_sets(settings.devices, sizes)
+        self.device = load_device_profile(settings.device_profile)
+        self.link = load_link_profile(settings.link_profile)
+        self.bench = bench or open_workbench(
+            settings.model,
+            weights=Path(settings.weights) if settings.weights else None,
+            data=Path(settings.data) if settings.data else None,
+            score_names=settings.scores,
+            calibration_size=settings.calibration_size,
+            test_size=settings.test_size,
+            need_accuracy=self.needs_accuracy,
+        )
+        self.cost_info = ModelCostInfo.from_traced(self.bench.traced)
+        self.partitioner = self.bench.robustdice(settings.clustering)
+        self.space: ThresholdSpace = build_space(
+            self.bench.net.units,
+            self.partitioner.diameters,
+            tie=settings.tie,
+            threshold_range=settings.threshold_range,
+        )
+
+    @property
+    def constraint_names(self) -> list[str]:
+        names = []
+        if self.settings.max_mem_mb is not None:
+            names.append("max_mem_mb")
+        if self.settings.min_fps is not None:
+            names.append("min_fps")
+        return names
+
+    def evaluate_params(self, params: Sequence[float]) -> Evaluation:
+        """Evaluate one point of the search space (one value per space parameter)."""
+        start = time.perf_counter()
+        partition = self.partitioner.partition_for(
+            self.space.thresholds(params), self.settings.devices
+        )
+        return self.evaluate_partition(partition, partition_seconds=time.perf_counter() - start)
+
+    def evaluate_partition(
+        self, partition: Partition, *, partition_seconds: float = 0.0
+    ) -> Evaluation:
+        start = time.perf_counter()
+        costs = estimate_costs(
+            partition, self.cost_info, self.device, self.link, dtype=self.settings.dtype
+        )
+        cost_end = time.perf_counter()
+        accuracy = None
+        if self.needs_accuracy:
+            accuracy = self.bench.require_evaluator().evaluate(partition, self.failure_sets)
+        end = time.perf_counter()
+        outcome = TrialOutcome(costs, accuracy, partition.replication_factor)
+        return Evaluation(
+            partition=partition,
+            outcome=outcome,
+            values=tuple(o.value(outcome, self.accuracy) for o in self.objectives),
+            constraints=tuple(self._constraints(outcome)),
+            seconds={
+                "partition": partition_seconds,
+                "costs": cost_end - start,
+                "accuracy": end - cost_end,
+            },
+        )
+
+    def _constraints(self, outcome: TrialOutcome) -> list[float]:
+        values = []
+        if self.settings.max_mem_mb is not None:
+            values.append(outcome.costs.max_memory_mb - self.settings.max_mem_mb)
+        if self.settings.min_fps is not None:
+            values.append(self.settings.min_fps - outcome.costs.fps)
+        return values
+
+    def baselines(self) -> dict[str, Evaluation]:
+        """LOP, CDC and full replication under the same objectives."""
+        sizes = self.bench.unit_sizes
+        return {
+            label: self.evaluate_partition(
+                BASELINES.get(name)().partition(sizes, self.settings.devices)
+            )
+            for name, label in BASELINE_LABELS.items()
+        }
+
+    def check_feasible(self, baselines: dict[str, Evaluation]) -> None:
+        """Fail early when a constraint is out of reach of every partition.
+
+        LOP (no replication) has the least per-device memory and work of any partition that
+        covers every neuron, so if it violates a constraint, every trial would.
+        """
+        lop = baselines["LOP"]
+        if (
+            self.settings.max_mem_mb is not None
+            and lop.outcome.costs.max_memory_mb > self.settings.max_mem_mb
+        ):
+            raise InvalidParameterError(
+                f"no partition can meet `--max-mem-mb {self.settings.max_mem_mb:g}`: even LOP "
+                f"needs {lop.outcome.costs.max_memory_mb:.1f} MB per device; raise the limit "
+                "or add devices."
+            )
+        if self.settings.min_fps is not None and lop.outcome.costs.fps < self.settings.min_fps:
+            raise InvalidParameterError(
+                f"no partition can meet `--min-fps {self.settings.min_fps:g}`: even LOP reaches "
+                f"{lop.outcome.costs.fps:.1f} FPS; lower the target or add devices."
+            )

@@ -1,0 +1,102 @@
+"""Sampler registry: Optuna's own samplers and pymoo's algorithms behind one signature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from optuna.samplers import (
+    BaseSampler,
+    GPSampler,
+    NSGAIIISampler,
+    NSGAIISampler,
+    RandomSampler,
+    TPESampler,
+)
+from optuna.trial import FrozenTrial
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.moo.nsga3 import NSGA3
+from pymoo.util.ref_dirs import get_reference_directions
+
+from dse._pymoo_sampler import PymooSampler
+from robustdice_core import Registry
+
+__all__ = ["SAMPLERS", "SamplerRequest", "DEFAULT_SAMPLER"]
+
+ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class SamplerRequest:
+    """What every sampler factory gets."""
+
+    seed: int | None
+    space: dict[str, tuple[float, float]]
+    n_objectives: int
+    n_constraints: int
+    constraints_func: ConstraintsFunc | None
+    population_size: int = 24
+
+
+SamplerFactory = Callable[[SamplerRequest], BaseSampler]
+SAMPLERS: Registry[SamplerFactory] = Registry("sampler")
+DEFAULT_SAMPLER = "nsga2"
+
+
+@SAMPLERS.register("nsga2")
+def _nsga2(r: SamplerRequest) -> BaseSampler:
+    return NSGAIISampler(
+        population_size=r.population_size, seed=r.seed, constraints_func=r.constraints_func
+    )
+
+
+@SAMPLERS.register("nsga3")
+def _nsga3(r: SamplerRequest) -> BaseSampler:
+    return NSGAIIISampler(
+        population_size=r.population_size, seed=r.seed, constraints_func=r.constraints_func
+    )
+
+
+@SAMPLERS.register("tpe")
+def _tpe(r: SamplerRequest) -> BaseSampler:
+    return TPESampler(
+        seed=r.seed, multivariate=True, constraints_func=r.constraints_func, n_startup_trials=20
+    )
+
+
+@SAMPLERS.register("gp")
+def _gp(r: SamplerRequest) -> BaseSampler:
+    return GPSampler(seed=r.seed, constraints_func=r.constraints_func, n_startup_trials=20)
+
+
+@SAMPLERS.register("random")
+def _random(r: SamplerRequest) -> BaseSampler:
+    return RandomSampler(seed=r.seed)
+
+
+@SAMPLERS.register("pymoo-nsga2")
+def _pymoo_nsga2(r: SamplerRequest) -> BaseSampler:
+    return PymooSampler(
+        lambda: NSGA2(pop_size=r.population_size),
+        r.space,
+        seed=r.seed,
+        constraints_func=r.constraints_func,
+        n_constraints=r.n_constraints,
+    )
+
+
+@SAMPLERS.register("pymoo-nsga3")
+def _pymoo_nsga3(r: SamplerRequest) -> BaseSampler:
+    def build() -> NSGA3:
+        directions = get_reference_directions(
+            "energy", r.n_objectives, r.population_size, seed=r.seed or 0
+        )
+        return NSGA3(ref_dirs=directions, pop_size=r.population_size)
+
+    return PymooSampler(
+        build,
+        r.space,
+        seed=r.seed,
+        constraints_func=r.constraints_func,
+        n_constraints=r.n_constraints,
+    )

@@ -1,0 +1,275 @@
+"""The `dse` command line: a thin layer over the library (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dse._compare import MethodResult, compare_methods
+from dse._settings import StudySettings
+from dse._workbench import open_workbench
+from robustdice_core import InvalidParameterError, RobustDiceError
+from robustdice_core.zoo import DEFAULT_MODEL, MODELS
+
+app = typer.Typer(
+    name="dse",
+    help="Failure-robust partitioning of CNNs over edge devices (RobustDiCE).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output (CI logs, README captures) gets a fixed width wide enough for the tables.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, soft_wrap=True)  # an error is always one line
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Registered model name (see `dse models`).")
+]
+WeightsOpt = Annotated[
+    Path | None, typer.Option(help="Local state-dict file (.pth/.safetensors) for the model.")
+]
+DataOpt = Annotated[
+    Path | None, typer.Option(help="ImageNet-style folder (class sub-folders) for real models.")
+]
+
+
+def parse_thresholds(text: str) -> list[float] | float:
+    """``"0.3"`` -> 0.3 for every unit; ``"0.1,0.2,..."`` -> one per unit."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise InvalidParameterError(
+            f"`--thresholds` must be numbers separated by commas, got {text!r}."
+        ) from err
+    if not values:
+        raise InvalidParameterError("`--thresholds` needs at least one number.")
+    return values[0] if len(values) == 1 else values
+
+
+@app.command()
+def models() -> None:
+    """List the registered models."""
+    table = Table(title="Models")
+    for column in ("name", "family", "input", "classes", "description"):
+        table.add_column(column)
+    for name in MODELS.names():
+        spec = MODELS.get(name)
+        shape = "x".join(str(s) for s in spec.input_shape)
+        table.add_row(name, spec.family, shape, str(spec.num_classes), spec.description)
+    console.print(table)
+
+
+@app.command()
+def evaluate(
+    model: ModelOpt = DEFAULT_MODEL,
+    devices: Annotated[int, typer.Option("--devices", "-n", help="Number of devices ND.")] = 4,
+    thresholds: Annotated[
+        str, typer.Option(help="RobustDiCE threshold: one for all units, or one per unit.")
+    ] = "0.3",
+    scores: Annotated[str, typer.Option(help="Importance scores to cluster on.")] = "s1,s2,s3",
+    clustering: Annotated[str, typer.Option(help="dendrogram (fast) or greedy (paper).")] = (
+        "dendrogram"
+    ),
+    fail_prob: Annotated[
+        float, typer.Option(help="Per-device failure probability for the expected Top-1.")
+    ] = 0.1,
+    weights: WeightsOpt = None,
+    data: DataOpt = None,
+    calibration_size: Annotated[int | None, typer.Option(help="Calibration images.")] = None,
+    test_size: Annotated[int | None, typer.Option(help="Test images.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON here.")
+    ] = None,
+) -> None:
+    """Top-1 under k failed devices: RobustDiCE vs LOP, CDC and full replication."""
+    if devices < 2:
+        raise InvalidParameterError(f"`--devices` must be at least 2, got {devices}.")
+    if not 0.0 <= fail_prob <= 1.0:
+        raise InvalidParameterError(f"`--fail-prob` must be in [0, 1], got {fail_prob}.")
+    threshold_values = parse_thresholds(thresholds)
+    with console.status(f"loading {model}, its data and importance scores ({scores})..."):
+        bench = open_workbench(
+            model,
+            weights=weights,
+            data=data,
+            score_names=scores,
+            calibration_size=calibration_size,
+            test_size=test_size,
+        )
+    with console.status(f"evaluating all failure sets of {devices} devices..."):
+        results = compare_methods(bench, devices, threshold_values, clustering=clustering)
+    assert bench.data is not None
+    title = (
+        f"{model} on {devices} devices, {len(bench.data.test)} test images "
+        f"({bench.data.name}); Top-1 % worst / mean / best over failure sets"
+    )
+    console.print(_results_table(results, devices, fail_prob, title))
+    if json_out is not None:
+        payload = {
+            "model": model,
+            "weights": bench.model.weights_source,
+            "devices": devices,
+            "test_images": len(bench.data.test),
+            "scores": list(bench.score_names),
+            "results": [r.to_dict(fail_prob) for r in results],
+        }
+        json_out.write_text(json.dumps(payload, indent=2))
+        console.print(f"results written to {json_out}")
+
+
+def _results_table(
+    results: list[MethodResult], devices: int, fail_prob: float, title: str
+) -> Table:
+    table = Table(title=title)
+    table.add_column("method")
+    table.add_column("repl.", justify="right")
+    table.add_column("k=0", justify="right")
+    for k in range(1, devices):
+        table.add_column(f"k={k} failed", justify="right")
+    table.add_column(f"E[Top-1] p={fail_prob:g}", justify="right")
+    for result in results:
+        acc = result.accuracy
+        cells = [f"{acc.by_size(0).mean * 100:.1f}"]
+        for k in range(1, devices):
+            stats = acc.by_size(k)
+            cells.append(
+                f"{stats.worst * 100:.1f} / {stats.mean * 100:.1f} / {stats.best * 100:.1f}"
+            )
+        table.add_row(
+            result.label,
+            f"{result.partition.replication_factor:.2f}",
+            *cells,
+            f"{acc.expected(fail_prob) * 100:.1f}",
+        )
+    return table
+
+
+def _parse_ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise InvalidParameterError(
+            f"`{flag}` must be integers separated by commas, got {text!r}."
+        ) from err
+
+
+def _parse_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as err:
+        raise InvalidParameterError(
+            f"`--threshold-range` must be LOW,HIGH (e.g. 0,1.2), got {text!r}."
+        ) from err
+    return low, high
+
+
+@app.command()
+def optimize(
+    model: ModelOpt = DEFAULT_MODEL,
+    devices: Annotated[int, typer.Option("--devices", "-n", help="Number of devices ND.")] = 4,
+    objectives: Annotated[
+        str, typer.Option(help="Comma-separated: acc, mem, energy, fps, latency.")
+    ] = "acc,mem,energy",
+    acc_metric: Annotated[str, typer.Option(help="worst, mean or expected.")] = "worst",
+    failures: Annotated[
+        str, typer.Option(help="Numbers of failed devices the acc objective covers.")
+    ] = "1",
+    fail_prob: Annotated[
+        float, typer.Option(help="Per-device failure probability (acc-metric expected).")
+    ] = 0.1,
+    trials: Annotated[int, typer.Option(help="Completed trials the study should have.")] = 100,
+    sampler: Annotated[str, typer.Option(help="Sampler (see docs/dse.md).")] = "nsga2",
+    population: Annotated[int, typer.Option(help="Population size (NSGA samplers).")] = 24,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    tie: Annotated[str, typer.Option(help="Tie thresholds: none, type or stage.")] = "none",
+    threshold_range: Annotated[
+        str | None, typer.Option(help="LOW,HIGH for every threshold (default: per-unit diameter).")
+    ] = None,
+    scores: Annotated[str, typer.Option(help="Importance scores to cluster on.")] = "s1,s2,s3",
+    clustering: Annotated[str, typer.Option(help="dendrogram or greedy.")] = "dendrogram",
+    device_profile: Annotated[str, typer.Option(help="Device profile name or .toml path.")] = (
+        "jetson_xavier_nx_15w"
+    ),
+    link_profile: Annotated[str, typer.Option(help="Link profile name or .toml path.")] = (
+        "gigabit_ethernet"
+    ),
+    dtype: Annotated[str, typer.Option(help="fp32 or fp16 weights/activations.")] = "fp32",
+    max_mem_mb: Annotated[
+        float | None, typer.Option(help="Constraint: max MB per device.")
+    ] = None,
+    min_fps: Annotated[float | None, typer.Option(help="Constraint: minimum FPS.")] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Study name (default: derived from the settings).")
+    ] = None,
+    storage: Annotated[
+        str, typer.Option(help="Optuna storage URL or journal .log file.")
+    ] = "sqlite:///dse-runs/studies.db",
+    out: Annotated[Path, typer.Option(help="Folder for CSV/Parquet exports.")] = Path("dse-runs"),
+    weights: WeightsOpt = None,
+    data: DataOpt = None,
+    calibration_size: Annotated[int | None, typer.Option(help="Calibration images.")] = None,
+    test_size: Annotated[int | None, typer.Option(help="Test images.")] = None,
+) -> None:
+    """Search per-unit thresholds for the Pareto front of robustness vs. per-device cost."""
+    from dse._optimize_view import optimize_view
+
+    settings = StudySettings(
+        model=model,
+        devices=devices,
+        objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+        acc_metric=acc_metric,
+        failures=_parse_ints(failures, "--failures"),
+        fail_prob=fail_prob,
+        scores=tuple(s.strip() for s in scores.split(",") if s.strip()),
+        tie=tie,
+        threshold_range=_parse_range(threshold_range),
+        clustering=clustering,
+        device_profile=device_profile,
+        link_profile=link_profile,
+        dtype=dtype,
+        max_mem_mb=max_mem_mb,
+        min_fps=min_fps,
+        sampler=sampler,
+        population=population,
+        seed=seed,
+        weights=str(weights) if weights else None,
+        data=str(data) if data else None,
+        calibration_size=calibration_size,
+        test_size=test_size,
+    )
+    if trials < 1:
+        raise InvalidParameterError(f"`--trials` must be at least 1, got {trials}.")
+    optimize_view(console, settings, trials=trials, storage=storage, study=study, out=out)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except RobustDiceError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted.")
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as err:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

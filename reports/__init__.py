@@ -1,0 +1,1 @@
+"""reports (filled by later issues)."""

@@ -1,0 +1,1 @@
+"""runtime (filled by later issues)."""

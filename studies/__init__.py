@@ -1,0 +1,1 @@
+"""studies (filled by later issues)."""
