@@ -36,7 +36,7 @@ def evaluation_attrs(evaluation: Any) -> dict[str, Any]:
             for d in outcome.costs.per_device
         ],
         "latency_ms": 1e3 * outcome.costs.latency_s,
-        "provenance": outcome.costs.provenance,
+        "provenance": outcome.costs.provenance.value,
     }
     if outcome.accuracy is not None:
         attrs["accuracy"] = {

@@ -25,7 +25,14 @@ from dse._study import (
 )
 from robustdice_core import RobustDiceError
 
-__all__ = ["OptimizeResult", "Progress", "run_optimize", "reference_box"]
+__all__ = [
+    "OptimizeResult",
+    "PreparedStudy",
+    "Progress",
+    "prepare_study",
+    "reference_box",
+    "run_study",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +77,28 @@ def reference_box(problem: RobustnessProblem, baselines: dict[str, Evaluation]) 
     return ReferenceBox(ideal, nadir, maximize)
 
 
-def run_optimize(
+@dataclass
+class PreparedStudy:
+    """A study opened (or created) and checked, with everything its trials need."""
+
+    study: optuna.Study
+    problem: RobustnessProblem
+    baselines: dict[str, Evaluation]
+    box: ReferenceBox
+    recovered: int
+
+
+def prepare_study(
     settings: StudySettings,
     *,
-    trials: int,
     storage_url: str,
     study_name: str | None = None,
-    out_dir: Path | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
     problem: RobustnessProblem | None = None,
-) -> OptimizeResult:
-    """Create or resume the study and run it until it has ``trials`` completed trials."""
+) -> PreparedStudy:
+    """Load the model, check every setting against the baselines, then open the study.
+
+    Nothing is written to the storage before every check has passed.
+    """
     problem = problem or RobustnessProblem(settings)
     baselines = problem.baselines()
     problem.check_feasible(baselines)
@@ -102,13 +120,24 @@ def run_optimize(
         box = ReferenceBox.from_dict(study.user_attrs[BOX_ATTR])
     recovered = recover_stale(study, storage)
     study.sampler = _sampler(problem, settings, offset=len(study.trials))
+    return PreparedStudy(study, problem, baselines, box, recovered)
+
+
+def run_study(
+    prepared: PreparedStudy,
+    *,
+    trials: int,
+    out_dir: Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> OptimizeResult:
+    """Run trials until the study has ``trials`` completed ones (Ctrl-C stops cleanly)."""
+    study, problem, box = prepared.study, prepared.problem, prepared.box
+    space = problem.space
 
     def objective(trial: Trial) -> tuple[float, ...]:
         params = [
             trial.suggest_float(n, lo, hi)
-            for n, lo, hi in zip(
-                problem.space.names, problem.space.low, problem.space.high, strict=True
-            )
+            for n, lo, hi in zip(space.names, space.low, space.high, strict=True)
         ]
         evaluation = problem.evaluate_params(params)
         for key, value in evaluation_attrs(evaluation).items():
@@ -119,30 +148,26 @@ def run_optimize(
         if on_progress is not None:
             on_progress(_progress(study, box, trials))
 
-    completed = _count(study, TrialState.COMPLETE)
     interrupted = False
-    if on_progress is not None:
-        on_progress(_progress(study, box, trials))
+    report(study, None)  # type: ignore[arg-type]
     try:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(
             objective,
-            n_trials=max(0, trials - completed),
+            n_trials=max(0, trials - _count(study, TrialState.COMPLETE)),
             callbacks=[report],
             catch=(RobustDiceError, RuntimeError, ValueError),
         )
     except KeyboardInterrupt:
         interrupted = True
-    all_trials = study.get_trials(deepcopy=False)
-    feasible, front = front_trials(all_trials, box)
+    _, front = front_trials(study.get_trials(deepcopy=False), box)
     result = OptimizeResult(
         study=study,
         problem=problem,
-        baselines=baselines,
+        baselines=prepared.baselines,
         box=box,
         front=sorted(front, key=lambda t: t.number),
         hypervolume=hypervolume(np.array([t.values for t in front]), box) if front else 0.0,
-        recovered=recovered,
+        recovered=prepared.recovered,
         interrupted=interrupted,
     )
     if out_dir is not None:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dse._optimize import OptimizeResult, run_optimize
+from dse._optimize import OptimizeResult, prepare_study, run_study
 from dse._optimize import Progress as StudyProgress
 from dse._settings import StudySettings
 
@@ -29,11 +29,13 @@ def optimize_view(
     from dse._validate import validate_settings
 
     validate_settings(settings)
+    name = study or settings.default_study_name()
     with console.status(f"loading {settings.model}, its data and importance scores..."):
         problem = RobustnessProblem(settings)
+    with console.status("evaluating the baselines and opening the study..."):
+        prepared = prepare_study(settings, storage_url=storage, study_name=name, problem=problem)
     for note in problem.bench.notes:
         console.print(f"[yellow]note:[/] {note}")
-    name = study or settings.default_study_name()
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -58,22 +60,13 @@ def optimize_view(
                 failed=failed,
             )
 
-        result = run_optimize(
-            settings,
-            trials=trials,
-            storage_url=storage,
-            study_name=name,
-            out_dir=out / name,
-            on_progress=update,
-            problem=problem,
-        )
+        result = run_study(prepared, trials=trials, out_dir=out / name, on_progress=update)
     if result.recovered:
         console.print(f"recovered {result.recovered} trial(s) left running by a killed run.")
     console.print(front_table(result))
-    console.print(
-        f"hypervolume {result.hypervolume:.4f} | study `{name}` in {storage} | "
-        f"files: {', '.join(str(f) for f in result.files)}"
-    )
+    console.print(f"hypervolume {result.hypervolume:.4f}; study `{name}` in {storage}")
+    for path in result.files:
+        console.print(f"  wrote {path}")
     if result.interrupted:
         console.print("[yellow]interrupted[/]: rerun the same command to resume the study.")
     return result
@@ -93,7 +86,7 @@ def front_table(result: OptimizeResult) -> Table:
         thresholds = np.array(list(trial.params.values()))
         table.add_row(
             f"#{trial.number}",
-            *(f"{v:.4g}" for v in trial.values),
+            *(f"{v:.6g}" for v in trial.values),
             f"{trial.user_attrs.get('replication_factor', float('nan')):.2f}",
             f"{thresholds.min():.3f} / {np.median(thresholds):.3f} / {thresholds.max():.3f}",
         )
@@ -102,7 +95,7 @@ def front_table(result: OptimizeResult) -> Table:
         marker = "" if evaluation.feasible else " (infeasible)"
         table.add_row(
             f"[dim]{label}{marker}[/]",
-            *(f"[dim]{v:.4g}[/]" for v in evaluation.values),
+            *(f"[dim]{v:.6g}[/]" for v in evaluation.values),
             f"[dim]{evaluation.outcome.replication_factor:.2f}[/]",
             "",
         )

@@ -19,7 +19,7 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     le = (points[:, None, :] <= points[None, :, :]).all(axis=2)
     lt = (points[:, None, :] < points[None, :, :]).any(axis=2)
     dominated = (le & lt).any(axis=0)  # dominated[j]: some i dominates j
-    return ~dominated
+    return np.logical_not(dominated)
 
 
 @dataclass(frozen=True)

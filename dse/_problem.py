@@ -7,13 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robustdice_core.costs import (
-    ModelCostInfo,
-    estimate_costs,
-    load_device_profile,
-    load_link_profile,
-)
-
 from dse._objectives import (
     AccuracySettings,
     Objective,
@@ -25,6 +18,12 @@ from dse._settings import StudySettings
 from dse._space import ThresholdSpace, build_space
 from dse._workbench import Workbench, open_workbench
 from robustdice_core import BASELINES, InvalidParameterError, Partition, failure_sets
+from robustdice_core.costs import (
+    ModelCostInfo,
+    estimate_costs,
+    load_device_profile,
+    load_link_profile,
+)
 
 __all__ = ["RobustnessProblem", "Evaluation", "BASELINE_LABELS"]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from dse._pareto import ReferenceBox
@@ -14,6 +16,8 @@ from dse._settings import StudySettings
 from robustdice_core import InvalidParameterError
 
 __all__ = ["SETTINGS_ATTR", "open_storage", "load_existing", "create_study", "recover_stale"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress display reports trials
 
 SETTINGS_ATTR = "robustdice:settings"
 BOX_ATTR = "robustdice:reference_box"
@@ -68,8 +72,14 @@ def create_study(
     box: ReferenceBox,
     space: dict[str, object],
 ) -> optuna.Study:
-    study = optuna.create_study(storage=storage, study_name=name, directions=directions)
-    study.set_metric_names(metric_names)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=[StudyDirection[d.upper()] for d in directions],
+    )
+    with warnings.catch_warnings():  # metric names are stable enough for our use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(metric_names)
     study.set_user_attr(SETTINGS_ATTR, settings.to_dict())
     study.set_user_attr(BOX_ATTR, box.to_dict())
     study.set_user_attr(SPACE_ATTR, space)

@@ -1,0 +1,163 @@
+"""The `dse` command line: in-process for argument handling, real subprocesses end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from dse.cli import app, main
+
+DSE = [sys.executable, "-m", "dse.cli"]
+FAST = ["--test-size", "100"]
+
+
+def run_dse(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DSE, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["dse", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return int(exit_info.value.code or 0)
+
+
+def test_models_lists_the_registry() -> None:
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    for name in ("digits-vgg-bn", "alexnet", "vgg16_bn", "convnext_tiny"):
+        assert name in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate", "--model", "resnet9000"], "unknown model `resnet9000`"),
+        (["evaluate", "--thresholds", "0.1,x"], "`--thresholds` must be numbers"),
+        (["evaluate", "--devices", "1"], "`--devices` must be at least 2"),
+        (["evaluate", "--thresholds", "-0.5"], "must be a finite number >= 0"),
+        (["optimize", "--objectives", "acc,speed"], "unknown objective `speed`"),
+        (["optimize", "--sampler", "cmaes"], "unknown sampler `cmaes`"),
+        (["optimize", "--threshold-range", "0.5,0.1"], "0 <= low < high"),
+        (["optimize", "--failures", "4"], "`--failures` values must be in 1..3"),
+        (["optimize", "--acc-metric", "median"], "`--acc-metric` must be one of"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    assert run_main(monkeypatch, *args, *FAST) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_missing_weights_and_data_name_the_flags(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
+    assert run_main(monkeypatch, "evaluate", "--model", "alexnet") == 2
+    assert "--weights PATH" in capsys.readouterr().err
+    assert run_main(monkeypatch, "evaluate", "--model", "alexnet", "--weights", "nope.pth") == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_prints_the_comparison_table(tmp_path: Path) -> None:
+    result = run_dse("evaluate", *FAST, "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    for label in ("RobustDiCE", "LOP", "CDC", "Full replication", "k=3 failed"):
+        assert label in result.stdout
+    payload = json.loads((tmp_path / "r.json").read_text())
+    by_method = {r["method"]: r for r in payload["results"]}
+    assert by_method["Full replication"]["replication_factor"] == 4.0
+    lop_worst = by_method["LOP"]["by_failed_devices"][1]["worst"]
+    assert by_method["RobustDiCE"]["by_failed_devices"][1]["worst"] > lop_worst
+
+
+def _complete(storage: str, study: str) -> dict[int, tuple[float, ...]]:
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    return {
+        t.number: tuple(t.values)
+        for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+
+
+def test_optimize_writes_exports_and_resumes_to_the_target(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = ["optimize", *FAST, "--trials", "8", "--storage", storage, "--out", str(tmp_path)]
+    args += ["--study", "s", "--population", "4"]
+    first = run_dse(*args)
+    assert first.returncode == 0, first.stderr
+    assert "Pareto front" in first.stdout and "LOP" in first.stdout
+    done = _complete(storage, "s")
+    assert len(done) == 8
+    frame = pd.read_parquet(tmp_path / "s" / "trials.parquet")
+    assert len(frame) == 8 and frame["pareto"].any()
+    assert {"acc", "mem", "energy", "replication_factor", "acc[0]", "memory_mb[d3]"} <= set(
+        frame.columns
+    )
+    assert len(pd.read_csv(tmp_path / "s" / "trials.csv")) == 8
+    more = run_dse(*[a if a != "8" else "10" for a in args])
+    assert more.returncode == 0, more.stderr
+    after = _complete(storage, "s")
+    assert len(after) == 10
+    assert {n: after[n] for n in done} == done  # nothing completed before was lost or changed
+
+
+def test_optimize_refuses_changed_settings_and_leaves_the_study_alone(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = ["optimize", *FAST, "--storage", storage, "--out", str(tmp_path), "--study", "s"]
+    assert run_dse(*base, "--trials", "2", "--population", "4").returncode == 0
+    before = _complete(storage, "s")
+    changed = run_dse(*base, "--trials", "4", "--population", "4", "--sampler", "tpe")
+    assert changed.returncode == 2
+    assert "exists with other settings (sampler)" in changed.stderr
+    assert _complete(storage, "s") == before
+    infeasible = run_dse(*base, "--trials", "4", "--max-mem-mb", "1")
+    assert infeasible.returncode == 2 and "even LOP needs" in infeasible.stderr
+    bad_storage = run_dse("optimize", *FAST, "--storage", "nosuchdb://x", "--trials", "1")
+    assert bad_storage.returncode == 2 and "cannot open study storage" in bad_storage.stderr
+
+
+@pytest.mark.slow
+def test_optimize_resumes_after_kill_9_without_losing_trials(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    args = ["optimize", *FAST, "--trials", "30", "--storage", storage, "--out", str(tmp_path)]
+    args += ["--study", "k", "--population", "6"]
+    process = subprocess.Popen([*DSE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    done: dict[int, tuple[float, ...]] = {}
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        try:
+            done = _complete(storage, "k")
+        except KeyError:
+            continue  # study not created yet
+        if len(done) >= 5:
+            break
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    killed_at = _complete(storage, "k")
+    assert len(killed_at) >= 5
+    resumed = run_dse(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    final = _complete(storage, "k")
+    assert len(final) == 30
+    assert {n: final[n] for n in killed_at} == killed_at
