@@ -179,5 +179,11 @@ def split_graph(gm: fx.GraphModule, node_name: str) -> tuple[fx.GraphModule, fx.
 
 
 def repeat_groups(tensor: Tensor, groups: int) -> Tensor:
-    """``[B, ...] -> [groups * B, ...]``, group-major: sample ``g * B + b`` is image ``b``."""
+    """``[B, ...] -> [groups * B, ...]``, group-major: sample ``g * B + b`` is image ``b``.
+
+    Always a new tensor (also for one group): the caller's copy may be a cache, and the
+    network may run in-place activations on its input.
+    """
+    if groups == 1:
+        return tensor.clone()
     return tensor.unsqueeze(0).expand(groups, *tensor.shape).reshape(-1, *tensor.shape[1:])

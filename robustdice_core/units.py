@@ -121,8 +121,9 @@ def trace_model(model: nn.Module, example_shape: tuple[int, ...]) -> TracedModel
     try:
         gm = fx.symbolic_trace(model)
     except Exception as err:  # fx raises many types for untraceable code
+        culprit = _untraceable_layer(model) or type(model).__name__
         raise UnsupportedModelError(
-            f"cannot trace `{type(model).__name__}` with torch.fx ({err}); units can only be "
+            f"cannot trace layer `{culprit}` with torch.fx ({err}); units can only be "
             "discovered for models without data-dependent control flow."
         ) from err
     with torch.no_grad():
@@ -136,6 +137,17 @@ def trace_model(model: nn.Module, example_shape: tuple[int, ...]) -> TracedModel
     return TracedModel(graph_module=gm, units=units, example_shape=tuple(example_shape))
 
 
+def _untraceable_layer(model: nn.Module, prefix: str = "") -> str | None:
+    """The deepest named sub-module that torch.fx cannot trace on its own, if any."""
+    for name, child in model.named_children():
+        path = f"{prefix}{name}"
+        try:
+            fx.symbolic_trace(child)
+        except Exception:  # noqa: BLE001 - any failure marks the culprit
+            return _untraceable_layer(child, f"{path}.") or f"{path} ({type(child).__name__})"
+    return None
+
+
 def _shape(node: fx.Node) -> tuple[int, ...]:
     meta = node.meta.get("tensor_meta")
     if meta is None or not hasattr(meta, "shape"):
@@ -143,7 +155,19 @@ def _shape(node: fx.Node) -> tuple[int, ...]:
     return tuple(int(s) for s in meta.shape)
 
 
+# Functions that may consume a parameter directly (a norm layer traced through, such as
+# torchvision's LayerNorm2d); any other use of a bare parameter is a layer we cannot split.
+_PARAM_FUNCTIONS: set[Callable[..., object]] = {
+    F.layer_norm,
+    F.batch_norm,
+    F.group_norm,
+    operator.mul,
+    torch.mul,
+}
+
+
 def _check_supported(gm: fx.GraphModule) -> None:
+    _check_bare_parameters(gm)
     seen: set[str] = set()
     for node in gm.graph.nodes:
         if node.op != "call_module":
@@ -162,6 +186,29 @@ def _check_supported(gm: fx.GraphModule) -> None:
                 f"layer `{node.target}` ({type(module).__name__}) holds parameters but is "
                 "neither Conv2d, Linear nor a normalisation layer; it cannot be partitioned."
             )
+
+
+def _check_bare_parameters(gm: fx.GraphModule) -> None:
+    """Parameters used outside a module call: only norms and per-channel scales are allowed."""
+    for node in gm.graph.nodes:
+        if node.op != "get_attr" or not _is_param(gm, node):
+            continue
+        for user in node.users:
+            allowed = user.op == "call_function" and user.target in _PARAM_FUNCTIONS
+            if user.target in (operator.mul, torch.mul):
+                allowed = _is_channel_scale(gm, node)
+            if not allowed:
+                owner = str(node.target).rsplit(".", 1)[0]
+                raise UnsupportedModelError(
+                    f"layer `{owner}` uses its parameter `{node.target}` in `{user.name}`, "
+                    "which is neither Conv2d, Linear, a norm nor a per-channel scale; it "
+                    "cannot be partitioned."
+                )
+
+
+def _is_channel_scale(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """A parameter with at most one non-singleton dimension (a per-channel scale)."""
+    return sum(1 for s in gm.get_parameter(str(node.target)).shape if s != 1) <= 1
 
 
 def _discover(gm: fx.GraphModule) -> list[Unit]:

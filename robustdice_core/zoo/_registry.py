@@ -79,7 +79,14 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
 
 
 def _apply_state_dict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    result = module.load_state_dict(state, strict=False)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # same keys, other shapes
+        first = str(err).strip().splitlines()[-1].strip()
+        raise CorruptFileError(
+            f"weights from {source} do not fit this model ({first}); check that the file "
+            "belongs to the chosen `--model`."
+        ) from err
     problems = []
     if result.missing_keys:
         problems.append(f"missing {', '.join(result.missing_keys[:3])}")

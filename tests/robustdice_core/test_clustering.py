@@ -1,0 +1,203 @@
+"""Step 2 of Algorithm 1 (DESIGN 3.3): both clusterings keep every cluster's diameter below t,
+and the greedy one is exactly the paper's pseudocode."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.spatial.distance import pdist, squareform
+
+from robustdice_core import InvalidParameterError
+from robustdice_core.partition import (
+    CLUSTERINGS,
+    Clustering,
+    DendrogramClustering,
+    GreedyClustering,
+)
+
+CLUSTERING_CLASSES: list[type[Clustering]] = [GreedyClustering, DendrogramClustering]
+
+# scipy warns when an n x n point cloud happens to look like a distance matrix (harmless here)
+pytestmark = pytest.mark.filterwarnings("ignore:The symmetric non-negative hollow:UserWarning")
+
+
+@st.composite
+def point_clouds(draw: st.DrawFn, max_size: int = 60) -> np.ndarray:
+    """Points in [0, 1]^d, d in 1..3; coarse values make ties and duplicates likely."""
+    dims = draw(st.integers(1, 3))
+    size = draw(st.one_of(st.integers(1, 6), st.integers(1, max_size)))
+    fine = st.floats(0.0, 1.0, allow_nan=False, allow_subnormal=False)
+    coarse = st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0])
+    elements = draw(st.sampled_from([fine, coarse]))
+    return draw(arrays(np.float64, (size, dims), elements=elements))
+
+
+thresholds = st.floats(0.0, 2.0, allow_nan=False, allow_subnormal=False)
+
+
+@st.composite
+def clouds_and_thresholds(draw: st.DrawFn, max_size: int = 60) -> tuple[np.ndarray, float]:
+    """A cloud and a threshold in [0, 2], half the time strictly inside (0, diameter)."""
+    points = draw(point_clouds(max_size))
+    diameter = float(pdist(points).max()) if len(points) > 1 else 0.0
+    if diameter > 0 and draw(st.booleans()):
+        fraction = draw(st.floats(0.01, 0.99))
+        return points, fraction * diameter
+    return points, draw(thresholds)
+
+
+def _diameter(points: np.ndarray) -> float:
+    return float(pdist(points).max()) if len(points) > 1 else 0.0
+
+
+def _first_appearance(labels: list[int]) -> np.ndarray:
+    seen: dict[int, int] = {}
+    return np.array([seen.setdefault(label, len(seen)) for label in labels], dtype=np.int64)
+
+
+def paper_greedy(points: np.ndarray, threshold: float) -> np.ndarray:
+    """Algorithm 1 lines 10-20, literally: for G_z in G, for G_q in G - G_z, merge when the
+    complete-linkage distance of G_z and G_q is below t; G shrinks as groups are merged."""
+    distances = squareform(pdist(points)) if len(points) > 1 else np.zeros((1, 1))
+    groups: list[list[int]] = [[i] for i in range(len(points))]
+    z = 0
+    while z < len(groups):
+        pivot = groups[z]
+        for other in [g for g in groups if g is not pivot]:
+            union = pivot + other
+            if max(distances[a, b] for a in union for b in union) < threshold:
+                pivot.extend(other)
+                groups.remove(other)
+        z = groups.index(pivot) + 1
+    label_of = {member: g for g, group in enumerate(groups) for member in group}
+    return _first_appearance([label_of[i] for i in range(len(points))])
+
+
+def paper_labels(points: np.ndarray, threshold: float) -> np.ndarray:
+    """The paper's greedy with the documented threshold rule (0: alone; >= diameter: one)."""
+    if threshold == 0:
+        return np.arange(len(points))
+    if threshold >= _diameter(points):
+        return np.zeros(len(points), dtype=np.int64)
+    return paper_greedy(points, threshold)
+
+
+def _max_intra_distance(points: np.ndarray, labels: np.ndarray) -> float:
+    widest = 0.0
+    for label in np.unique(labels):
+        members = points[labels == label]
+        if len(members) > 1:
+            widest = max(widest, float(pdist(members).max()))
+    return widest
+
+
+# --------------------------------------------------------------------------- guarantee
+@pytest.mark.parametrize("clustering", CLUSTERING_CLASSES)
+@settings(max_examples=60, deadline=None)
+@given(case=clouds_and_thresholds())
+def test_every_cluster_is_narrower_than_the_threshold(
+    clustering: type[Clustering], case: tuple[np.ndarray, float]
+) -> None:
+    points, threshold = case
+    prepared = clustering().prepare(points)
+    labels = prepared.labels(threshold)
+    assert labels.shape == (len(points),)
+    # numbered 0.. in order of first appearance
+    assert np.array_equal(_first_appearance(labels.tolist()), labels)
+    diameter = _diameter(points)
+    assert prepared.diameter == diameter
+    if threshold == 0:
+        assert np.array_equal(labels, np.arange(len(points)))
+    elif threshold >= diameter:
+        assert np.all(labels == 0)  # the documented rule: one cluster
+    else:
+        assert _max_intra_distance(points, labels) < threshold
+
+
+@pytest.mark.parametrize("clustering", CLUSTERING_CLASSES)
+@settings(max_examples=30, deadline=None)
+@given(points=point_clouds())
+def test_threshold_above_the_diameter_gives_one_cluster(
+    clustering: type[Clustering], points: np.ndarray
+) -> None:
+    prepared = clustering().prepare(points)
+    for threshold in (prepared.diameter, prepared.diameter + 0.1, 2.0):
+        if threshold > 0:
+            assert np.all(prepared.labels(threshold) == 0)
+    assert np.array_equal(prepared.labels(0.0), np.arange(len(points)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=clouds_and_thresholds(max_size=18))
+def test_greedy_equals_the_literal_paper_pseudocode(case: tuple[np.ndarray, float]) -> None:
+    points, threshold = case
+    labels = GreedyClustering().prepare(points).labels(threshold)
+    assert np.array_equal(labels, paper_labels(points, threshold))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_greedy_equals_the_paper_on_random_clouds_at_every_cut(seed: int) -> None:
+    """Every threshold between consecutive pairwise distances (and the distances themselves)."""
+    rng = np.random.default_rng(seed)
+    points = rng.random((14, 1 + seed % 3))
+    prepared = GreedyClustering().prepare(points)
+    distances = np.unique(pdist(points))
+    cuts = np.concatenate([distances, (distances[1:] + distances[:-1]) / 2])
+    for threshold in cuts:
+        assert np.array_equal(prepared.labels(threshold), paper_labels(points, threshold))
+
+
+@settings(max_examples=40, deadline=None)
+@given(points=point_clouds(max_size=30), low=thresholds, high=thresholds)
+def test_dendrogram_cuts_are_nested(points: np.ndarray, low: float, high: float) -> None:
+    low, high = min(low, high), max(low, high)
+    prepared = DendrogramClustering().prepare(points)
+    fine, coarse = prepared.labels(low), prepared.labels(high)
+    for label in np.unique(fine):
+        assert np.unique(coarse[fine == label]).size == 1
+
+
+# --------------------------------------------------------------------------- small cases
+@pytest.mark.parametrize("clustering", CLUSTERING_CLASSES)
+def test_known_answer_on_a_line(clustering: type[Clustering]) -> None:
+    points = np.array([[0.0], [0.1], [0.5], [0.55], [1.0]])
+    prepared = clustering().prepare(points)
+    assert prepared.diameter == 1.0
+    assert prepared.labels(0.2).tolist() == [0, 0, 1, 1, 2]
+    assert prepared.labels(0.1).tolist() == [0, 1, 2, 2, 3]  # 0.1 apart is not below 0.1
+    assert prepared.labels(1.0).tolist() == [0, 0, 0, 0, 0]  # t >= diameter rule
+
+
+@pytest.mark.parametrize("clustering", CLUSTERING_CLASSES)
+def test_duplicates_and_a_single_neuron(clustering: type[Clustering]) -> None:
+    same = clustering().prepare(np.full((4, 2), 0.3))
+    assert same.diameter == 0.0
+    assert same.labels(0.0).tolist() == [0, 1, 2, 3]
+    assert same.labels(1e-9).tolist() == [0, 0, 0, 0]
+    single = clustering().prepare(np.array([[0.7, 0.1]]))
+    assert single.labels(0.0).tolist() == [0] and single.labels(0.5).tolist() == [0]
+
+
+def test_greedy_order_matters_as_in_the_paper() -> None:
+    """The pivot absorbs in list order, so the middle point joins the first pivot."""
+    points = np.array([[0.0], [0.3], [0.6]])
+    assert GreedyClustering().prepare(points).labels(0.35).tolist() == [0, 0, 1]
+    assert paper_labels(points, 0.35).tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("clustering", CLUSTERING_CLASSES)
+@pytest.mark.parametrize("threshold", [-0.1, math.inf, math.nan])
+def test_invalid_thresholds_are_rejected(clustering: type[Clustering], threshold: float) -> None:
+    prepared = clustering().prepare(np.array([[0.0], [1.0]]))
+    with pytest.raises(InvalidParameterError, match="threshold"):
+        prepared.labels(threshold)
+
+
+def test_clusterings_are_registered() -> None:
+    assert CLUSTERINGS.names() == ["dendrogram", "greedy"]
+    assert CLUSTERINGS.get("greedy") is GreedyClustering

@@ -1,0 +1,201 @@
+"""Step 3 of Algorithm 1 and RobustDiCE's guarantees (DESIGN 3.3), property-tested."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.spatial.distance import pdist
+
+from robustdice_core import InvalidParameterError
+from robustdice_core.partition import (
+    Clustering,
+    DendrogramClustering,
+    GreedyClustering,
+    Partition,
+    RobustDiCE,
+    deal_clusters,
+)
+
+CLUSTERINGS: list[type[Clustering]] = [GreedyClustering, DendrogramClustering]
+
+# scipy warns when an n x n point cloud happens to look like a distance matrix (harmless here)
+pytestmark = pytest.mark.filterwarnings("ignore:The symmetric non-negative hollow:UserWarning")
+
+
+@st.composite
+def point_clouds(draw: st.DrawFn, max_size: int = 60) -> np.ndarray:
+    dims = draw(st.integers(1, 3))
+    size = draw(st.one_of(st.integers(1, 6), st.integers(1, max_size)))
+    fine = st.floats(0.0, 1.0, allow_nan=False, allow_subnormal=False)
+    coarse = st.sampled_from([0.0, 0.5, 1.0])
+    elements = draw(st.sampled_from([fine, coarse]))
+    return draw(arrays(np.float64, (size, dims), elements=elements))
+
+
+thresholds = st.floats(0.0, 2.0, allow_nan=False, allow_subnormal=False)
+
+
+@st.composite
+def clouds_and_thresholds(draw: st.DrawFn, max_size: int = 60) -> tuple[np.ndarray, float]:
+    """A cloud and a threshold in [0, 2], half the time strictly inside (0, diameter)."""
+    points = draw(point_clouds(max_size))
+    diameter = float(pdist(points).max()) if len(points) > 1 else 0.0
+    if diameter > 0 and draw(st.booleans()):
+        fraction = draw(st.floats(0.01, 0.99))
+        return points, fraction * diameter
+    return points, draw(thresholds)
+
+
+device_counts = st.integers(1, 6)
+
+
+def _importance(points: np.ndarray) -> np.ndarray:
+    return points.sum(axis=1)
+
+
+def _check_deal(
+    labels: np.ndarray, importance: np.ndarray, per_device: list[np.ndarray], nd: int
+) -> None:
+    """Padding, equal shares, no replica on a holder, replicas from the most important."""
+    assert len(per_device) == nd
+    size = labels.size
+    holders = Counter(int(j) for neurons in per_device for j in set(neurons.tolist()))
+    copies = Counter(int(j) for neurons in per_device for j in neurons.tolist())
+    for neurons in per_device:
+        assert len(set(neurons.tolist())) == len(neurons)  # no device holds a neuron twice
+    assert copies == holders
+    assert set(copies) == set(range(size))  # every neuron is held
+    for cluster in np.unique(labels):
+        members = np.flatnonzero(labels == cluster)
+        padded = -(-members.size // nd) * nd
+        for neurons in per_device:  # same count from every cluster
+            assert int(np.isin(neurons, members).sum()) == padded // nd
+        # replicas cycle through the members, most important first (ties: lower index)
+        ranked = sorted(members.tolist(), key=lambda j: (-importance[j], j))
+        for rank, j in enumerate(ranked):
+            expected = padded // members.size + (1 if rank < padded % members.size else 0)
+            assert copies[j] == expected, (cluster, rank)
+
+
+# --------------------------------------------------------------------------- guarantees
+@pytest.mark.parametrize("clustering", CLUSTERINGS)
+@settings(max_examples=50, deadline=None)
+@given(case=clouds_and_thresholds(), nd=device_counts)
+def test_partition_guarantees(
+    clustering: type[Clustering], case: tuple[np.ndarray, float], nd: int
+) -> None:
+    points, threshold = case
+    size = len(points)
+    labels = clustering().prepare(points).labels(threshold)
+    importance = _importance(points)
+    per_device = deal_clusters(labels, importance, nd)
+    _check_deal(labels, importance, per_device, nd)
+
+    partition = RobustDiCE([points], threshold, clustering=clustering()).partition([size], nd)
+    assert partition.assignments[0] == tuple(tuple(a.tolist()) for a in per_device)
+    assert partition.holdings(0).any(axis=0).all()
+    assert partition.thresholds == (threshold,)
+    assert dict(partition.options) == {"clustering": clustering.name}
+
+    diameter = float(pdist(points).max()) if size > 1 else 0.0
+    if threshold == 0:  # every neuron alone: full replication
+        assert partition.holdings(0).all()
+        assert partition.replication_factor == nd
+    elif threshold >= diameter:  # the documented rule: one cluster, padding only
+        assert np.all(labels == 0)
+        assert partition.replication_factor <= 1 + (nd - 1) / size + 1e-12
+        assert partition.replication_factor == -(-size // nd) * nd / size
+    else:
+        for cluster in np.unique(labels):
+            members = points[labels == cluster]
+            if len(members) > 1:
+                assert float(pdist(members).max()) < threshold
+
+
+@pytest.mark.parametrize("clustering", CLUSTERINGS)
+@settings(max_examples=25, deadline=None)
+@given(
+    clouds=st.lists(point_clouds(max_size=20), min_size=1, max_size=3),
+    data=st.data(),
+    nd=device_counts,
+)
+def test_every_unit_uses_its_own_threshold(
+    clustering: type[Clustering], clouds: list[np.ndarray], data: st.DataObject, nd: int
+) -> None:
+    ts = data.draw(st.lists(thresholds, min_size=len(clouds), max_size=len(clouds)))
+    partitioner = RobustDiCE(clouds, ts, clustering=clustering())
+    partition = partitioner.partition([len(c) for c in clouds], nd)
+    assert partition.num_units == len(clouds)
+    for unit, (points, threshold) in enumerate(zip(clouds, ts, strict=True)):
+        labels = clustering().prepare(points).labels(threshold)
+        expected = deal_clusters(labels, _importance(points), nd)
+        assert partition.assignments[unit] == tuple(tuple(a.tolist()) for a in expected)
+    assert partitioner.partition_for(ts, nd) == partition
+
+
+def test_deal_clusters_known_answer() -> None:
+    """Cluster {0, 1, 2} (importance 0 < 2 < 1) and the lone neuron 3 over 2 devices."""
+    labels = np.array([0, 0, 0, 1])
+    importance = np.array([0.1, 0.9, 0.5, 0.3])
+    devices = deal_clusters(labels, importance, 2)
+    # cluster 0 padded to 4: order 1, 2, 0, then replica of 1 -> devices 0: {1, 0}, 1: {2, 1}
+    # cluster 1 padded to 2: 3, 3 -> both devices
+    assert [d.tolist() for d in devices] == [[0, 1, 3], [1, 2, 3]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("clustering", CLUSTERINGS)
+def test_same_input_gives_the_same_partition(seed: int, clustering: type[Clustering]) -> None:
+    def build() -> Partition:
+        rng = np.random.default_rng(seed)
+        points = [rng.random((n, 3)) for n in (17, 40, 9)]
+        return RobustDiCE(points, [0.2, 0.35, 0.5], clustering=clustering()).partition(
+            [17, 40, 9], 4
+        )
+
+    first, second = build(), build()
+    assert first == second
+    assert hash(first) == hash(second)
+    assert first.to_json() == second.to_json()
+
+
+def test_larger_thresholds_replicate_less_with_the_dendrogram() -> None:
+    rng = np.random.default_rng(3)
+    points = [rng.random((50, 3))]
+    partitioner = RobustDiCE(points)
+    factors = [partitioner.partition_for(t, 4).replication_factor for t in (0, 0.2, 0.5, 2)]
+    assert factors[0] == 4.0
+    assert factors == sorted(factors, reverse=True)
+    assert factors[-1] == 52 / 50
+
+
+def test_diameters_are_the_threshold_of_one_cluster() -> None:
+    points = [np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5]]), np.array([[0.2, 0.4]])]
+    partitioner = RobustDiCE(points)
+    assert partitioner.diameters == pytest.approx([2**0.5, 0.0])
+
+
+# --------------------------------------------------------------------------- validation
+def test_threshold_count_must_match_the_units() -> None:
+    points = [np.zeros((3, 2)), np.zeros((4, 2))]
+    with pytest.raises(InvalidParameterError, match="`thresholds` has 3 values"):
+        RobustDiCE(points, [0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("inf"), float("nan")])
+def test_invalid_thresholds_are_rejected(bad: float) -> None:
+    with pytest.raises(InvalidParameterError, match="threshold of unit 0"):
+        RobustDiCE([np.zeros((3, 2))], bad)
+
+
+def test_unit_sizes_must_match_the_scored_neurons() -> None:
+    partitioner = RobustDiCE([np.zeros((3, 2))], 0.1)
+    with pytest.raises(InvalidParameterError, match="`unit_sizes`"):
+        partitioner.partition([4], 2)
+    with pytest.raises(InvalidParameterError, match="`num_devices`"):
+        partitioner.partition([3], 0)
