@@ -211,7 +211,7 @@ def optimize(
     ] = None,
     storage: Annotated[
         str, typer.Option(help="Optuna storage URL or journal .log file.")
-    ] = "sqlite:///dse-runs/studies.db",
+    ] = "dse-runs/studies.log",
     out: Annotated[Path, typer.Option(help="Folder for CSV/Parquet exports.")] = Path("dse-runs"),
     weights: WeightsOpt = None,
     data: DataOpt = None,

@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from dse._study import open_storage
 from dse.cli import app, main
 
 DSE = [sys.executable, "-m", "dse.cli"]
@@ -91,7 +92,7 @@ def test_evaluate_prints_the_comparison_table(tmp_path: Path) -> None:
 
 
 def _complete(storage: str, study: str) -> dict[int, tuple[float, ...]]:
-    loaded = optuna.load_study(study_name=study, storage=storage)
+    loaded = optuna.load_study(study_name=study, storage=open_storage(storage))
     return {
         t.number: tuple(t.values)
         for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -137,7 +138,7 @@ def test_optimize_refuses_changed_settings_and_leaves_the_study_alone(tmp_path: 
 
 @pytest.mark.slow
 def test_optimize_resumes_after_kill_9_without_losing_trials(tmp_path: Path) -> None:
-    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    storage = str(tmp_path / "studies.log")  # the default kind: an Optuna journal file
     args = ["optimize", *FAST, "--trials", "30", "--storage", storage, "--out", str(tmp_path)]
     args += ["--study", "k", "--population", "6"]
     process = subprocess.Popen([*DSE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
