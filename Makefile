@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/dse evaluate
+	$(BIN)/dse optimize
 
 lint: setup
 	$(BIN)/ruff check .

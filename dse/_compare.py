@@ -39,18 +39,14 @@ def compare_methods(
 ) -> list[MethodResult]:
     """Evaluate RobustDiCE at ``thresholds`` and each baseline on every failure set."""
     sets = failure_sets(num_devices, range(num_devices))
-    partitions = [
-        ("RobustDiCE", bench.robustdice(clustering).partition_for(thresholds, num_devices))
-    ]
+    robustdice = bench.robustdice(clustering)
+    partitions = [(robustdice.label, robustdice.partition_for(thresholds, num_devices))]
     for name in baselines:
         partitioner = BASELINES.get(name)()
         partitions.append(
-            (_LABELS.get(name, name), partitioner.partition(bench.unit_sizes, num_devices))
+            (partitioner.label, partitioner.partition(bench.unit_sizes, num_devices))
         )
     return [
         MethodResult(label, partition, bench.require_evaluator().evaluate(partition, sets))
         for label, partition in partitions
     ]
-
-
-_LABELS = {"lop": "LOP", "cdc": "CDC", "replication": "Full replication"}

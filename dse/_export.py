@@ -13,12 +13,13 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from dse._pareto import ReferenceBox, pareto_mask
+from dse._problem import Evaluation
 from robustdice_core._cache import atomic_write_bytes
 
 __all__ = ["evaluation_attrs", "trials_frame", "front_trials", "write_frame"]
 
 
-def evaluation_attrs(evaluation: Any) -> dict[str, Any]:
+def evaluation_attrs(evaluation: Evaluation) -> dict[str, Any]:
     """The JSON-able record of an `Evaluation` kept with each trial."""
     outcome = evaluation.outcome
     attrs: dict[str, Any] = {

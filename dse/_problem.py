@@ -25,9 +25,7 @@ from robustdice_core.costs import (
     load_link_profile,
 )
 
-__all__ = ["RobustnessProblem", "Evaluation", "BASELINE_LABELS"]
-
-BASELINE_LABELS = {"lop": "LOP", "cdc": "CDC", "replication": "Full replication"}
+__all__ = ["RobustnessProblem", "Evaluation"]
 
 
 @dataclass(frozen=True)
@@ -138,11 +136,10 @@ class RobustnessProblem:
     def baselines(self) -> dict[str, Evaluation]:
         """LOP, CDC and full replication under the same objectives."""
         sizes = self.bench.unit_sizes
+        partitioners = [BASELINES.get(name)() for name in ("lop", "cdc", "replication")]
         return {
-            label: self.evaluate_partition(
-                BASELINES.get(name)().partition(sizes, self.settings.devices)
-            )
-            for name, label in BASELINE_LABELS.items()
+            p.label: self.evaluate_partition(p.partition(sizes, self.settings.devices))
+            for p in partitioners
         }
 
     def check_feasible(self, baselines: dict[str, Evaluation]) -> None:

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
@@ -26,7 +26,9 @@ JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 
 
 def open_storage(url: str) -> BaseStorage:
-    """An Optuna storage from a database URL, or a journal file path ending in .log/.jsonl."""
+    """An Optuna storage: a journal file path (.log/.jsonl), a database URL, or ``:memory:``."""
+    if url == ":memory:":  # for benchmarks and tests: nothing is kept
+        return InMemoryStorage()
     try:
         if url.endswith(JOURNAL_SUFFIXES) and "://" not in url:
             Path(url).parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ __all__ = ["Partitioner"]
 class Partitioner(ABC):
     """Maps every unit's neurons onto ``num_devices`` devices."""
 
-    name: str
+    name: str  # registry key
+    label: str  # for tables
     min_devices: int = 1
 
     def partition(self, unit_sizes: Sequence[int], num_devices: int) -> Partition:

@@ -20,6 +20,7 @@ class LOP(Partitioner):
     """DeeperThings' filter split: contiguous, equal-as-possible ranges, no replication."""
 
     name = "lop"
+    label = "LOP"
 
     def _partition(self, unit_sizes: Sequence[int], num_devices: int) -> Partition:
         per_device = [_contiguous_split(size, num_devices) for size in unit_sizes]
@@ -30,6 +31,7 @@ class FullReplication(Partitioner):
     """Every device computes every neuron (DMR/TMR/QMR, the paper's Optimal)."""
 
     name = "replication"
+    label = "Full replication"
 
     def _partition(self, unit_sizes: Sequence[int], num_devices: int) -> Partition:
         per_device = [[np.arange(size)] * num_devices for size in unit_sizes]
@@ -44,6 +46,7 @@ class CDC(Partitioner):
     """
 
     name = "cdc"
+    label = "CDC"
     min_devices = 2
 
     def _partition(self, unit_sizes: Sequence[int], num_devices: int) -> Partition:

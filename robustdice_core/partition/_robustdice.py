@@ -49,6 +49,7 @@ class RobustDiCE(Partitioner):
     """
 
     name = "robustdice"
+    label = "RobustDiCE"
 
     def __init__(
         self,
