@@ -142,6 +142,8 @@ def run_study(
         evaluation = problem.evaluate_params(params)
         for key, value in evaluation_attrs(evaluation).items():
             trial.set_user_attr(key, value)
+        for name, value in zip(problem.constraint_names, evaluation.constraints, strict=True):
+            trial.set_constraint(name, value)
         return evaluation.values
 
     def report(study: optuna.Study, _: FrozenTrial) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from dse._samplers import DEFAULT_SAMPLER
 from robustdice_core._cache import hash_json
 
 __all__ = ["StudySettings"]
@@ -27,7 +28,7 @@ class StudySettings:
     dtype: str = "fp32"
     max_mem_mb: float | None = None
     min_fps: float | None = None
-    sampler: str = "nsga2"
+    sampler: str = DEFAULT_SAMPLER
     population: int = 24
     seed: int = 0
     weights: str | None = None

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dse._compare import MethodResult, compare_methods
+from dse._samplers import DEFAULT_SAMPLER
 from dse._settings import StudySettings
 from dse._workbench import open_workbench
 from robustdice_core import InvalidParameterError, RobustDiceError
@@ -186,7 +187,7 @@ def optimize(
         float, typer.Option(help="Per-device failure probability (acc-metric expected).")
     ] = 0.1,
     trials: Annotated[int, typer.Option(help="Completed trials the study should have.")] = 100,
-    sampler: Annotated[str, typer.Option(help="Sampler (see docs/dse.md).")] = "nsga2",
+    sampler: Annotated[str, typer.Option(help="Sampler (see docs/dse.md).")] = DEFAULT_SAMPLER,
     population: Annotated[int, typer.Option(help="Population size (NSGA samplers).")] = 24,
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     tie: Annotated[str, typer.Option(help="Tie thresholds: none, type or stage.")] = "none",

@@ -12,7 +12,7 @@ def test_round_trip_and_key_are_stable() -> None:
 
 def test_default_study_name_changes_with_settings() -> None:
     base = StudySettings(model="digits-vgg-bn")
-    other = StudySettings(model="digits-vgg-bn", sampler="tpe")
+    other = StudySettings(model="digits-vgg-bn", sampler="random")
     assert base.default_study_name() != other.default_study_name()
     assert base.default_study_name().startswith("digits-vgg-bn-nd4-acc-mem-energy-")
     assert base.differences(other) == ["sampler"]
