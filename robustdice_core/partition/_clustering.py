@@ -5,8 +5,8 @@ Two strategies with the same guarantee:
 
 - `GreedyClustering`: the paper's procedure exactly as written (pivot groups absorb, in list
   order, every later group whose complete-linkage distance to them is below ``t``).
-- `DendrogramClustering`: a complete-linkage dendrogram built once per unit (scipy) and cut at
-  ``t`` for every threshold, O(n) per cut.
+- `DendrogramClustering`: a complete-linkage dendrogram built once per unit (scipy) and cut
+  just below ``t`` for every threshold, O(n) per cut.
 
 Threshold semantics (DESIGN 3.3): ``t = 0`` leaves every neuron alone; ``t > 0`` and
 ``t >= diameter`` (the unit's largest pairwise distance) gives a single cluster, by definition.
@@ -19,7 +19,7 @@ import math
 from abc import ABC, abstractmethod
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import pdist, squareform
 
 from robustdice_core._errors import InvalidParameterError
@@ -50,6 +50,10 @@ class PreparedUnit(ABC):
         if threshold >= self.diameter:
             return np.zeros(self.size, dtype=np.int64)
         return _first_appearance_order(self._labels(threshold))
+
+    def cluster_ids(self, threshold: float) -> np.ndarray:
+        """Like `labels` but numbered in any order (cheaper; enough for dealing)."""
+        return self.labels(threshold)
 
     @abstractmethod
     def _labels(self, threshold: float) -> np.ndarray: ...
@@ -128,19 +132,47 @@ class GreedyClustering(Clustering):
 
 
 class _DendrogramUnit(PreparedUnit):
+    """Cuts are O(n): every flat cluster of a dendrogram is a run of consecutive leaves in its
+    leaf order, and two neighbouring leaves share a cluster exactly when the height at which
+    they merge (their lowest common ancestor's) is below the cut."""
+
     def __init__(self, points: np.ndarray) -> None:
         super().__init__(points)
-        self._linkage = linkage(self.points, method="complete") if self.size > 1 else None
+        self._diameter = 0.0
+        self._position = np.zeros(self.size, dtype=np.int64)  # leaf -> place in leaf order
+        self._gap = np.zeros(max(self.size - 1, 0))  # merge height of neighbours p, p + 1
+        if self.size > 1:
+            merges = linkage(self.points, method="complete")
+            self._diameter = float(merges[-1, 2])
+            self._leaf_order(merges)
+
+    def _leaf_order(self, merges: np.ndarray) -> None:
+        n = self.size
+        sizes = np.concatenate([np.ones(n, dtype=np.int64), merges[:, 3].astype(np.int64)])
+        start = np.zeros(2 * n - 1, dtype=np.int64)
+        for node in range(2 * n - 2, n - 1, -1):  # parents before children
+            left, right, height = (
+                int(merges[node - n, 0]),
+                int(merges[node - n, 1]),
+                merges[node - n, 2],
+            )
+            start[left] = start[node]
+            start[right] = start[node] + sizes[left]
+            self._gap[start[right] - 1] = height
+        self._position = start[:n]
 
     @property
     def diameter(self) -> float:
-        return 0.0 if self._linkage is None else float(self._linkage[-1, 2])
+        return self._diameter
 
     def _labels(self, threshold: float) -> np.ndarray:
-        assert self._linkage is not None
-        # Merge heights are cluster diameters; cutting just below t keeps every one < t.
-        below = float(np.nextafter(threshold, 0.0))
-        return fcluster(self._linkage, below, criterion="distance")
+        run = np.concatenate([[0], np.cumsum(self._gap >= threshold)])
+        return run[self._position]
+
+    def cluster_ids(self, threshold: float) -> np.ndarray:
+        if threshold == 0 or threshold >= self.diameter:
+            return self.labels(threshold)
+        return self._labels(threshold)
 
 
 class DendrogramClustering(Clustering):

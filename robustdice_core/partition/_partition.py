@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,8 +51,7 @@ class Partition:
     ) -> Partition:
         """Build from ``per_device[unit][device]`` index arrays (sorted and deduplicated)."""
         assignments = tuple(
-            tuple(tuple(np.unique(np.asarray(a, dtype=np.int64)).tolist()) for a in unit)
-            for unit in per_device
+            tuple(tuple(_sorted_unique(a).tolist()) for a in unit) for unit in per_device
         )
         return cls(
             method=method,
@@ -77,13 +77,11 @@ class Partition:
                 raise InvalidParameterError(
                     f"unit {i} is assigned to {len(unit)} devices, expected {self.num_devices}."
                 )
+            indices = np.fromiter(itertools.chain.from_iterable(unit), dtype=np.int64)
+            if indices.size and (indices.min() < 0 or indices.max() >= size):
+                raise InvalidParameterError(f"unit {i} has a neuron index outside [0, {size}).")
             held = np.zeros(size, dtype=bool)
-            for neurons in unit:
-                if neurons and (min(neurons) < 0 or max(neurons) >= size):
-                    raise InvalidParameterError(
-                        f"unit {i} has a neuron index outside [0, {size})."
-                    )
-                held[list(neurons)] = True
+            held[indices] = True
             if not held.all():
                 raise InvalidParameterError(
                     f"unit {i}: neuron {int(np.argmin(held))} is held by no device."
@@ -220,3 +218,10 @@ class Partition:
         if not isinstance(data, dict):
             raise CorruptFileError("partition JSON must be an object.")
         return cls.from_dict(data)
+
+
+def _sorted_unique(values: np.ndarray | Sequence[int]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.int64)
+    if array.size < 2 or bool((array[1:] > array[:-1]).all()):
+        return array  # already strictly increasing (the partitioners' output)
+    return np.unique(array)

@@ -103,7 +103,7 @@ class RobustDiCE(Partitioner):
                 "`unit_sizes` do not match the number of scored neurons per unit."
             )
         per_device = [
-            deal_clusters(unit.labels(t), importance, num_devices)
+            deal_clusters(unit.cluster_ids(t), importance, num_devices)
             for unit, importance, t in zip(self._units, self._importance, values, strict=True)
         ]
         return Partition.from_arrays(

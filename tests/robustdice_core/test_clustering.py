@@ -201,3 +201,20 @@ def test_invalid_thresholds_are_rejected(clustering: type[Clustering], threshold
 def test_clusterings_are_registered() -> None:
     assert CLUSTERINGS.names() == ["dendrogram", "greedy"]
     assert CLUSTERINGS.get("greedy") is GreedyClustering
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dendrogram_cut_equals_scipy_fcluster(seed: int) -> None:
+    """The O(n) leaf-order cut groups neurons exactly as scipy's fcluster just below t."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    rng = np.random.default_rng(seed)
+    points = rng.random((int(rng.integers(2, 300)), int(rng.integers(1, 4))))
+    prepared = DendrogramClustering().prepare(points)
+    merges = linkage(points, method="complete")
+    for threshold in rng.uniform(0.001, prepared.diameter, size=8):
+        ours = prepared.cluster_ids(float(threshold))
+        theirs = fcluster(merges, np.nextafter(threshold, 0.0), criterion="distance")
+        # same grouping: a bijection between the two labelings
+        pairs = set(zip(ours.tolist(), theirs.tolist(), strict=True))
+        assert len(pairs) == len(set(ours.tolist())) == len(set(theirs.tolist()))
