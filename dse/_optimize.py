@@ -65,16 +65,19 @@ class OptimizeResult:
 def reference_box(problem: RobustnessProblem, baselines: dict[str, Evaluation]) -> ReferenceBox:
     """Ideal and reference point from the baselines, fixed when the study is created.
 
-    Minimised objectives: ideal = best baseline, reference = 1.1 x worst baseline. Maximised
-    ones: ideal = best baseline, reference = 0.
+    Minimised objectives: ideal = best baseline, reference = worst baseline plus a tenth of
+    the baselines' spread (not 1.1 x worst: a large constant such as a runtime's memory
+    would otherwise squash every difference). Maximised ones: ideal = best, reference = 0.
     """
     values = np.array([e.values for e in baselines.values()])
     maximize = tuple(o.direction == "maximize" for o in problem.objectives)
-    ideal = tuple(
-        float(values[:, i].max() if up else values[:, i].min()) for i, up in enumerate(maximize)
-    )
-    nadir = tuple(0.0 if up else float(1.1 * values[:, i].max()) for i, up in enumerate(maximize))
-    return ReferenceBox(ideal, nadir, maximize)
+    ideal, nadir = [], []
+    for column, up in zip(values.T, maximize, strict=True):
+        best, worst = (column.max(), column.min()) if up else (column.min(), column.max())
+        spread = abs(worst - best) or abs(worst) or 1.0
+        ideal.append(float(best))
+        nadir.append(0.0 if up else float(worst + 0.1 * spread))
+    return ReferenceBox(tuple(ideal), tuple(nadir), maximize)
 
 
 @dataclass
@@ -116,6 +119,7 @@ def prepare_study(
             box,
             problem.space.to_dict(),
         )
+        _enqueue_extremes(study, problem)
     else:
         box = ReferenceBox.from_dict(study.user_attrs[BOX_ATTR])
     recovered = recover_stale(study, storage)
@@ -175,6 +179,15 @@ def run_study(
     if out_dir is not None:
         result.files = _export(result, out_dir)
     return result
+
+
+def _enqueue_extremes(study: optuna.Study, problem: RobustnessProblem) -> None:
+    """Start every new study from the two ends of the space: every threshold at its lowest
+    (t = 0: full replication) and at its highest (one cluster per unit: LOP plus padding),
+    so the front always spans the whole trade-off whatever the sampler."""
+    space = problem.space
+    for values in (space.low, space.high):
+        study.enqueue_trial(dict(zip(space.names, values, strict=True)))
 
 
 def _sampler(
