@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from robustdice_core._errors import InvalidParameterError
-from robustdice_core.masking import MaskedNetwork, repeat_groups
+from robustdice_core.masking import MaskedNetwork, activation_bytes_per_sample, repeat_groups
 from robustdice_core.partition import Partition
 from robustdice_core.zoo import LabelledImages
 
@@ -104,9 +104,11 @@ class FailureEvaluator:
     Args:
         net: the masked network.
         data: labelled test images.
-        max_batch: samples per forward (images x failure sets).
-        cache_limit_mb: keep the per-image activations before the first unit's mask in memory
-            when they fit, so every later evaluation starts from them.
+        memory_budget_mb: bounds the activations of one batched forward (images x failure
+            sets); the batch is sized from the largest activation per sample.
+        max_batch: an upper bound on samples per forward regardless of memory.
+        cache_limit_mb: keep the activations after the first unit's layer for the whole test
+            set when they fit, so every later evaluation starts from them.
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class FailureEvaluator:
         net: MaskedNetwork,
         data: LabelledImages,
         *,
+        memory_budget_mb: int = 1024,
         max_batch: int = 8192,
         cache_limit_mb: int = 1024,
     ) -> None:
@@ -121,13 +124,15 @@ class FailureEvaluator:
             raise InvalidParameterError("the test set is empty.")
         self.net = net
         self.data = data
-        self.max_batch = max_batch
         self._prefix, self._suffix = net.split_after(net.units[0].linear_node)
-        self._image_chunk = min(len(data), max_batch)
+        per_sample = activation_bytes_per_sample(self._suffix)
+        self._samples_per_forward = max(1, min(max_batch, memory_budget_mb * 2**20 // per_sample))
+        self._image_chunk = min(len(data), self._samples_per_forward)
         self._cached: list[tuple[Tensor, ...]] | None = None
         per_image = math.prod(net.node_shape(net.units[0].linear_node)) * 4
         if per_image * len(data) <= cache_limit_mb * 2**20:
             self._cached = [self._live(start) for start in self._chunk_starts()]
+        self._intact_count: int | None = None  # no neuron missing: the same for every partition
 
     def _chunk_starts(self) -> range:
         return range(0, len(self.data), self._image_chunk)
@@ -157,10 +162,20 @@ class FailureEvaluator:
         key_columns = list(masks)
         if recovery is not None:
             key_columns.append(recovery[0][1][:, None] + 1)
-        _, first, inverse = np.unique(
+        keys, first, inverse = np.unique(
             np.concatenate(key_columns, axis=1), axis=0, return_index=True, return_inverse=True
         )
-        unique_counts = self._count_configs(masks, recovery, first)
+        intact = np.flatnonzero(keys[:, : sum(m.shape[1] for m in masks)].all(axis=1))
+        if recovery is not None:
+            intact = intact[keys[intact, -1] == 0]  # no slice rebuilt either
+        unique_counts = np.zeros(first.size, dtype=np.int64)
+        todo = np.ones(first.size, dtype=bool)
+        if intact.size and self._intact_count is not None:
+            unique_counts[intact] = self._intact_count
+            todo[intact] = False
+        unique_counts[todo] = self._count_configs(masks, recovery, first[todo])
+        if intact.size:
+            self._intact_count = int(unique_counts[intact[0]])
         counts = unique_counts[inverse.reshape(-1)]
         counts[~partition.alive_matrix(sets).any(axis=1)] = 0
         return counts
@@ -171,26 +186,38 @@ class FailureEvaluator:
         recovery: list[tuple[np.ndarray, np.ndarray]] | None,
         rows: np.ndarray,
     ) -> np.ndarray:
-        groups_per_forward = max(1, self.max_batch // self._image_chunk)
+        """Correct predictions for the failure sets ``rows``: image chunks outside (their
+        prefix runs once), groups of failure sets inside."""
+        groups_per_forward = max(1, self._samples_per_forward // self._image_chunk)
+        blocks = [
+            rows[g : g + groups_per_forward] for g in range(0, rows.size, groups_per_forward)
+        ]
         counts = np.zeros(rows.size, dtype=np.int64)
-        for g0 in range(0, rows.size, groups_per_forward):
-            chosen = rows[g0 : g0 + groups_per_forward]
-            unit_masks: list[Tensor | None] = [
-                torch.from_numpy(m[chosen]).to(torch.float32) for m in masks
-            ]
-            unit_recovery: list[tuple[Tensor, Tensor] | None] | None = None
-            if recovery is not None:
-                unit_recovery = [
-                    (torch.from_numpy(slices), torch.from_numpy(lost[chosen]))
-                    for slices, lost in recovery
-                ]
-            with torch.inference_mode(), self.net.masked(unit_masks, unit_recovery):
-                for index, start in enumerate(self._chunk_starts()):
-                    live = self._cached[index] if self._cached else self._live(start)
-                    labels = self.data.labels[start : start + self._image_chunk]
-                    predicted = self._suffix(
-                        *(repeat_groups(t, chosen.size) for t in live)
-                    ).argmax(-1)
-                    hits = (predicted.view(chosen.size, -1) == labels).sum(dim=1)
-                    counts[g0 : g0 + chosen.size] += hits.numpy()
+        with torch.inference_mode():
+            for index, start in enumerate(self._chunk_starts()):
+                live = self._cached[index] if self._cached else self._live(start)
+                labels = self.data.labels[start : start + self._image_chunk]
+                offset = 0
+                for chosen in blocks:
+                    with self.net.masked(*_block_state(masks, recovery, chosen)):
+                        logits = self._suffix(*(repeat_groups(t, chosen.size) for t in live))
+                    hits = (logits.argmax(-1).view(chosen.size, -1) == labels).sum(dim=1)
+                    counts[offset : offset + chosen.size] += hits.numpy()
+                    offset += chosen.size
         return counts
+
+
+def _block_state(
+    masks: list[np.ndarray],
+    recovery: list[tuple[np.ndarray, np.ndarray]] | None,
+    chosen: np.ndarray,
+) -> tuple[list[Tensor | None], list[tuple[Tensor, Tensor] | None] | None]:
+    """The per-unit masks (and CDC recovery) of the failure sets ``chosen``, as tensors."""
+    unit_masks: list[Tensor | None] = [
+        torch.from_numpy(m[chosen]).to(torch.float32) for m in masks
+    ]
+    if recovery is None:
+        return unit_masks, None
+    return unit_masks, [
+        (torch.from_numpy(slices), torch.from_numpy(lost[chosen])) for slices, lost in recovery
+    ]

@@ -10,6 +10,7 @@ is ``G`` groups of ``B / G`` images, and group ``g`` uses ``mask[g]``.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -19,7 +20,14 @@ from torch import Tensor, nn
 
 from robustdice_core.units import TracedModel, Unit
 
-__all__ = ["MaskedNetwork", "NeuronMask", "SliceRecovery", "repeat_groups", "split_graph"]
+__all__ = [
+    "MaskedNetwork",
+    "NeuronMask",
+    "SliceRecovery",
+    "activation_bytes_per_sample",
+    "repeat_groups",
+    "split_graph",
+]
 
 
 class NeuronMask(nn.Module):
@@ -187,3 +195,17 @@ def repeat_groups(tensor: Tensor, groups: int) -> Tensor:
     if groups == 1:
         return tensor.clone()
     return tensor.unsqueeze(0).expand(groups, *tensor.shape).reshape(-1, *tensor.shape[1:])
+
+
+def activation_bytes_per_sample(gm: fx.GraphModule, *, live_factor: int = 3) -> int:
+    """A bound on one sample's activation memory in a forward of ``gm``: its largest float32
+    tensor, times the few such tensors alive at once (input, output, a residual)."""
+    largest = max(
+        (
+            math.prod(node.meta["tensor_meta"].shape[1:])
+            for node in gm.graph.nodes
+            if hasattr(node.meta.get("tensor_meta"), "shape")
+        ),
+        default=1,
+    )
+    return live_factor * 4 * int(largest)

@@ -8,15 +8,13 @@ mask each.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.fx as fx
 from torch import Tensor
 
 from robustdice_core.importance._base import ImportanceScorer, require_data
-from robustdice_core.masking import MaskedNetwork, repeat_groups
+from robustdice_core.masking import MaskedNetwork, activation_bytes_per_sample, repeat_groups
 from robustdice_core.zoo import LabelledImages
 
 __all__ = ["DivergenceScorer", "jensen_shannon"]
@@ -51,12 +49,16 @@ class DivergenceScorer(ImportanceScorer):
     def _score_unit(
         self, net: MaskedNetwork, index: int, images: Tensor, reference: Tensor
     ) -> np.ndarray:
+        """Mean JSD per neuron; neuron blocks outside, image chunks inside, so one forward
+        holds at most ``memory_budget_mb`` of activations even for one ablation."""
         unit = net.units[index]
         prefix, suffix = net.split_after(unit.sync_node)
         live = prefix(images)
-        per_group = self._ablations_per_forward(suffix, images.shape[0])
+        total = images.shape[0]
+        chunk = min(total, self._samples_per_forward(suffix))
+        per_group = self._ablations_per_forward(suffix, chunk)
         count = unit.num_neurons
-        scores = torch.empty(count, dtype=torch.float64)
+        sums = torch.zeros(count, dtype=torch.float64)
         masks: list[Tensor | None] = [None] * len(net.units)
         for start in range(0, count, per_group):
             neurons = torch.arange(start, min(start + per_group, count))
@@ -64,26 +66,19 @@ class DivergenceScorer(ImportanceScorer):
             mask = torch.ones(groups, count, dtype=images.dtype)
             mask[torch.arange(groups), neurons] = 0.0
             masks[index] = mask
-            expanded = [repeat_groups(t, groups) for t in live]
-            with net.masked(masks):
-                probs = torch.softmax(suffix(*expanded), dim=-1)
-            divergence = jensen_shannon(reference.repeat(groups, 1), probs)
-            scores[neurons] = divergence.view(groups, -1).double().mean(dim=1)
-        return scores.numpy()
+            for first in range(0, total, chunk):
+                part = slice(first, first + chunk)
+                expanded = [repeat_groups(t[part], groups) for t in live]
+                with net.masked(masks):
+                    probs = torch.softmax(suffix(*expanded), dim=-1)
+                divergence = jensen_shannon(reference[part].repeat(groups, 1), probs)
+                sums[neurons] += divergence.view(groups, -1).double().sum(dim=1)
+        return (sums / total).numpy()
+
+    def _samples_per_forward(self, suffix: fx.GraphModule) -> int:
+        per_sample = activation_bytes_per_sample(suffix)
+        return max(1, self.memory_budget_mb * 2**20 // per_sample)
 
     def _ablations_per_forward(self, suffix: fx.GraphModule, batch: int) -> int:
-        largest = max(
-            (
-                math.prod(n.meta["tensor_meta"].shape[1:])
-                for n in suffix.graph.nodes
-                if _has_shape(n)
-            ),
-            default=1,
-        )
-        per_ablation = 3 * 4 * largest * batch  # ~3 float32 tensors of that size alive at once
-        return max(1, int(self.memory_budget_mb * 2**20 // per_ablation))
-
-
-def _has_shape(node: fx.Node) -> bool:
-    meta = node.meta.get("tensor_meta")
-    return meta is not None and hasattr(meta, "shape")
+        """Ablations per forward when each covers ``batch`` images."""
+        return max(1, self._samples_per_forward(suffix) // batch)

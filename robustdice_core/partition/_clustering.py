@@ -71,15 +71,15 @@ class Clustering(ABC):
 class _GreedyUnit(PreparedUnit):
     def __init__(self, points: np.ndarray) -> None:
         super().__init__(points)
-        self._diameter = float(pdist(self.points).max()) if self.size > 1 else 0.0
+        self._distances = squareform(pdist(self.points))  # n x n, kept for every threshold
+        self._diameter = float(self._distances.max()) if self.size > 1 else 0.0
 
     @property
     def diameter(self) -> float:
         return self._diameter
 
     def _labels(self, threshold: float) -> np.ndarray:
-        distances = squareform(pdist(self.points))
-        return _greedy(distances, threshold)
+        return _greedy(self._distances, threshold)
 
 
 def _greedy(distances: np.ndarray, threshold: float) -> np.ndarray:

@@ -222,3 +222,25 @@ def test_failure_sets_are_normalised_to_sorted_tuples(
     result = evaluator.evaluate(partition, [(2, 0), (0, 2)])
     assert result.failure_sets == ((0, 2), (0, 2))
     assert result.accuracy[0] == result.accuracy[1]
+
+
+def test_the_no_failure_configuration_is_evaluated_once_per_evaluator(
+    vgg_digits_net: MaskedNetwork, digits_data: EvalData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluator = FailureEvaluator(
+        vgg_digits_net, LabelledImages(digits_data.test.images[:64], digits_data.test.labels[:64])
+    )
+    sets = failure_sets(4, range(4))
+    sizes = [u.num_neurons for u in vgg_digits_net.units]
+    first = evaluator.evaluate(LOP().partition(sizes, 4), sets)
+    computed: list[int] = []
+    original = evaluator._count_configs
+
+    def spy(masks: list[np.ndarray], recovery: object, rows: np.ndarray) -> np.ndarray:
+        computed.append(rows.size)
+        return original(masks, recovery, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluator, "_count_configs", spy)
+    again = evaluator.evaluate(FullReplication().partition(sizes, 4), sets)
+    assert computed == [0] or computed == []  # every set keeps every neuron: all memoised
+    assert again.by_size(0).mean == first.by_size(0).mean

@@ -27,7 +27,7 @@ from robustdice_core.importance import (
 )
 from robustdice_core.masking import MaskedNetwork
 from robustdice_core.units import trace_model
-from robustdice_core.zoo import LabelledImages
+from robustdice_core.zoo import EvalData, LabelledImages
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -433,3 +433,16 @@ def test_weights_only_scores_are_cached_without_data(
     assert all(np.array_equal(a, b) for a, b in zip(first.raw["s1"], again.raw["s1"]))
     with pytest.raises(InvalidParameterError, match="`s2` needs calibration"):
         compute_scores(net, None, ["s2"], weights_hash="w0")
+
+
+def test_s3_with_a_tiny_memory_budget_chunks_images_and_agrees(
+    vgg_digits_net: MaskedNetwork, digits_data: EvalData
+) -> None:
+    """A budget below one ablation's activations splits the images; the scores stay the same."""
+    calibration = LabelledImages(
+        digits_data.calibration.images[:24], digits_data.calibration.labels[:24]
+    )
+    roomy = DivergenceScorer(memory_budget_mb=64).score(vgg_digits_net, calibration)
+    tight = DivergenceScorer(memory_budget_mb=0).score(vgg_digits_net, calibration)
+    for a, b in zip(roomy, tight, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # float32 batch-size noise
