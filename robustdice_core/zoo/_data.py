@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from robustdice_core._cache import hash_tensors
-from robustdice_core._errors import InvalidParameterError, MissingResourceError
+from robustdice_core._errors import CorruptFileError, InvalidParameterError, MissingResourceError
 
 __all__ = ["LabelledImages", "EvalData", "digits_splits", "image_folder_data"]
 
@@ -78,6 +78,7 @@ def image_folder_data(
     *,
     calibration_size: int,
     test_size: int,
+    num_classes: int | None = None,
     seed: int = 0,
 ) -> EvalData:
     """Calibration and test images drawn (seeded, disjoint) from an ImageFolder tree.
@@ -93,12 +94,18 @@ def image_folder_data(
             "folder (one sub-folder of images per class)."
         )
     try:
-        dataset = ImageFolder(str(root), transform=transform)
+        dataset = ImageFolder(str(root), transform=transform, allow_empty=True)
     except (FileNotFoundError, RuntimeError) as err:
         raise MissingResourceError(
             f"data folder `{root}` holds no images in class sub-folders ({err}); pass "
             "`--data PATH` to an ImageNet-style folder."
         ) from err
+    if num_classes is not None and len(dataset.classes) != num_classes:
+        raise InvalidParameterError(
+            f"data folder `{root}` has {len(dataset.classes)} class folders but the model "
+            f"predicts {num_classes} classes; labels are the sorted folder names' positions, "
+            "so every class needs its folder (missing classes may be empty folders)."
+        )
     needed = calibration_size + test_size
     if needed > len(dataset):
         raise InvalidParameterError(
@@ -107,8 +114,17 @@ def image_folder_data(
         )
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
 
+    def item(index: int) -> tuple[Tensor, int]:
+        try:
+            return dataset[index]
+        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+            raise CorruptFileError(
+                f"image `{dataset.samples[index][0]}` cannot be read ({err}); remove or "
+                "replace it."
+            ) from err
+
     def load(indices: Tensor) -> LabelledImages:
-        items = [dataset[int(i)] for i in indices]
+        items = [item(int(i)) for i in indices]
         images = torch.stack([image for image, _ in items])
         labels = torch.as_tensor([label for _, label in items], dtype=torch.int64)
         return LabelledImages(images, labels)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from robustdice_core._cache import hash_tensors
-from robustdice_core._errors import CorruptFileError, MissingResourceError
+from robustdice_core._errors import CorruptFileError, InvalidParameterError, MissingResourceError
 from robustdice_core._registry import Registry
 from robustdice_core.zoo._data import EvalData
 
@@ -47,11 +47,19 @@ class ModelSpec(ABC):
     def default_state_dict(self) -> tuple[dict[str, Tensor], str]:
         """The model's own weights and a label of their source; MissingResourceError if none."""
 
-    @abstractmethod
     def eval_data(
         self, data: Path | None, *, calibration_size: int | None, test_size: int | None
     ) -> EvalData:
         """Calibration and test images; MissingResourceError names the flag that supplies them."""
+        for flag, size in (("--calibration-size", calibration_size), ("--test-size", test_size)):
+            if size is not None and size < 1:
+                raise InvalidParameterError(f"`{flag}` must be at least 1, got {size}.")
+        return self._eval_data(data, calibration_size=calibration_size, test_size=test_size)
+
+    @abstractmethod
+    def _eval_data(
+        self, data: Path | None, *, calibration_size: int | None, test_size: int | None
+    ) -> EvalData: ...
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

@@ -47,7 +47,7 @@ class DigitsSpec(ModelSpec):
         state = trained_state_dict(self.name, self.build(), train, self._recipe)
         return state, "trained:digits (cached)"
 
-    def eval_data(
+    def _eval_data(
         self, data: Path | None, *, calibration_size: int | None, test_size: int | None
     ) -> EvalData:
         if data is not None:
@@ -94,7 +94,7 @@ class TorchvisionSpec(ModelSpec):
             ) from err
         return state, f"published:{weights}"
 
-    def eval_data(
+    def _eval_data(
         self, data: Path | None, *, calibration_size: int | None, test_size: int | None
     ) -> EvalData:
         if data is None:
@@ -105,8 +105,9 @@ class TorchvisionSpec(ModelSpec):
         return image_folder_data(
             data,
             self.weights_enum.transforms(),
-            calibration_size=calibration_size or 256,
-            test_size=test_size or 1000,
+            calibration_size=256 if calibration_size is None else calibration_size,
+            test_size=1000 if test_size is None else test_size,
+            num_classes=self.num_classes,
         )
 
 

@@ -254,9 +254,32 @@ def test_image_folder_data(tmp_path: Path) -> None:
 
 def test_torchvision_spec_uses_the_models_own_transforms(tmp_path: Path) -> None:
     root = _image_tree(tmp_path / "data", per_class=2)
+    for index in range(2, 1000):  # the other ImageNet classes: empty folders are enough
+        (root / f"n{index:08d}").mkdir()
     data = MODELS.get("alexnet").eval_data(root, calibration_size=1, test_size=2)
     assert data.calibration.images.shape == (1, 3, 224, 224)
     assert len(data.test) == 2
+
+
+def test_torchvision_spec_needs_a_folder_per_class(tmp_path: Path) -> None:
+    root = _image_tree(tmp_path / "data", per_class=2)
+    with pytest.raises(InvalidParameterError, match="2 class folders but the model predicts 1000"):
+        MODELS.get("alexnet").eval_data(root, calibration_size=1, test_size=2)
+
+
+def test_split_sizes_must_be_positive() -> None:
+    with pytest.raises(InvalidParameterError, match="`--test-size` must be at least 1"):
+        MODELS.get("digits-vgg-bn").eval_data(None, calibration_size=None, test_size=0)
+    with pytest.raises(InvalidParameterError, match="`--calibration-size` must be at least 1"):
+        MODELS.get("digits-vgg-bn").eval_data(None, calibration_size=-5, test_size=None)
+
+
+def test_a_corrupt_image_is_named(tmp_path: Path) -> None:
+    root = _image_tree(tmp_path / "data", per_class=2)
+    broken = next(root.rglob("*.png"))
+    broken.write_bytes(b"not a png")
+    with pytest.raises(CorruptFileError, match=broken.name):
+        image_folder_data(root, _TINY, calibration_size=2, test_size=2)
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:
