@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dse._pareto import ReferenceBox, pareto_mask
 from dse._problem import Evaluation
-from robustdice_core._cache import atomic_write_bytes
+from robustdice_core import atomic_write_bytes
 
 __all__ = ["evaluation_attrs", "trials_frame", "front_trials", "write_frame"]
 

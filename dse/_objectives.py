@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
-from robustdice_core.costs import CostEstimate
 
 from robustdice_core import FailureAccuracy, InvalidParameterError, Registry
+from robustdice_core.costs import CostEstimate
 
 __all__ = [
     "OBJECTIVES",
@@ -38,12 +38,11 @@ class AccuracySettings:
 
     def failure_sizes(self, num_devices: int) -> list[int]:
         """The failure-set sizes to evaluate (no-failure always included, for reporting)."""
-        for k in self.failures:
-            if not 1 <= k < num_devices:
-                raise InvalidParameterError(
-                    f"`--failures` values must be in 1..{num_devices - 1} for {num_devices} "
-                    f"devices, got {k}."
-                )
+        if not self.failures or any(not 1 <= k < num_devices for k in self.failures):
+            raise InvalidParameterError(
+                f"`--failures` values must be in 1..{num_devices - 1} for {num_devices} "
+                f"devices, got {list(self.failures)}."
+            )
         if self.metric is AccuracyMetric.expected:
             return list(range(num_devices))
         return sorted({0, *self.failures})

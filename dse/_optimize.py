@@ -18,12 +18,15 @@ from dse._samplers import SAMPLERS, SamplerRequest
 from dse._settings import StudySettings
 from dse._study import (
     BOX_ATTR,
+    StudyLock,
+    check_fingerprints,
     create_study,
     load_existing,
     open_storage,
     recover_stale,
 )
-from robustdice_core import RobustDiceError
+from dse._validate import validate_settings
+from robustdice_core import InvalidParameterError, RobustDiceError
 
 __all__ = [
     "OptimizeResult",
@@ -89,6 +92,7 @@ class PreparedStudy:
     baselines: dict[str, Evaluation]
     box: ReferenceBox
     recovered: int
+    lock: StudyLock | None = None
 
 
 def prepare_study(
@@ -96,18 +100,25 @@ def prepare_study(
     *,
     storage_url: str,
     study_name: str | None = None,
+    out_dir: Path | None = None,
     problem: RobustnessProblem | None = None,
 ) -> PreparedStudy:
-    """Load the model, check every setting against the baselines, then open the study.
+    """Check everything, cheapest first, and only then create or resume the study.
 
-    Nothing is written to the storage before every check has passed.
+    Order: settings, storage, an existing study's settings, the out folder and the study's
+    lock (all cheap), then the model, its scores and the baselines, which constraints and
+    fingerprints are checked against. Nothing is written to the storage before every check
+    has passed.
     """
+    validate_settings(settings)
+    name = study_name or settings.default_study_name()
+    storage = open_storage(storage_url)
+    study = load_existing(storage, name, settings)
+    lock = StudyLock(_writable_dir(out_dir) / ".lock", name) if out_dir is not None else None
     problem = problem or RobustnessProblem(settings)
     baselines = problem.baselines()
     problem.check_feasible(baselines)
-    storage = open_storage(storage_url)
-    name = study_name or settings.default_study_name()
-    study = load_existing(storage, name, settings)
+    fingerprints = problem.fingerprints()
     if study is None:
         box = reference_box(problem, baselines)
         study = create_study(
@@ -118,13 +129,25 @@ def prepare_study(
             [o.name for o in problem.objectives],
             box,
             problem.space.to_dict(),
+            fingerprints,
         )
         _enqueue_extremes(study, problem)
     else:
+        check_fingerprints(study, fingerprints)
         box = ReferenceBox.from_dict(study.user_attrs[BOX_ATTR])
     recovered = recover_stale(study, storage)
     study.sampler = _sampler(problem, settings, offset=len(study.trials))
-    return PreparedStudy(study, problem, baselines, box, recovered)
+    return PreparedStudy(study, problem, baselines, box, recovered, lock)
+
+
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        raise InvalidParameterError(
+            f"`--out` must be a writable folder; `{path}` is not ({err.strerror})."
+        ) from err
+    return path
 
 
 def run_study(
@@ -134,7 +157,11 @@ def run_study(
     out_dir: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> OptimizeResult:
-    """Run trials until the study has ``trials`` completed ones (Ctrl-C stops cleanly)."""
+    """Run ``trials`` minus the completed ones more trials (Ctrl-C stops cleanly).
+
+    A trial that fails with a user-level error is recorded as FAIL and the run goes on; it is
+    not retried in the same run, so a rerun tops the study up.
+    """
     study, problem, box = prepared.study, prepared.problem, prepared.box
     space = problem.space
 
@@ -161,7 +188,7 @@ def run_study(
             objective,
             n_trials=max(0, trials - _count(study, TrialState.COMPLETE)),
             callbacks=[report],
-            catch=(RobustDiceError, RuntimeError, ValueError),
+            catch=(RobustDiceError,),
         )
     except KeyboardInterrupt:
         interrupted = True

@@ -25,15 +25,12 @@ def optimize_view(
     study: str | None,
     out: Path,
 ) -> OptimizeResult:
-    from dse._problem import RobustnessProblem
-    from dse._validate import validate_settings
-
-    validate_settings(settings)
     name = study or settings.default_study_name()
-    with console.status(f"loading {settings.model}, its data and importance scores..."):
-        problem = RobustnessProblem(settings)
-    with console.status("evaluating the baselines and opening the study..."):
-        prepared = prepare_study(settings, storage_url=storage, study_name=name, problem=problem)
+    with console.status(f"loading {settings.model}, scoring, evaluating the baselines..."):
+        prepared = prepare_study(
+            settings, storage_url=storage, study_name=name, out_dir=out / name
+        )
+    problem = prepared.problem
     for note in problem.bench.notes:
         console.print(f"[yellow]note:[/] {note}")
     columns = (

@@ -16,8 +16,9 @@ from dse._objectives import (
 )
 from dse._settings import StudySettings
 from dse._space import ThresholdSpace, build_space
+from dse._validate import validate_settings
 from dse._workbench import Workbench, open_workbench
-from robustdice_core import BASELINES, InvalidParameterError, Partition, failure_sets
+from robustdice_core import BASELINES, InvalidParameterError, Partition, failure_sets, hash_json
 from robustdice_core.costs import (
     ModelCostInfo,
     estimate_costs,
@@ -47,6 +48,7 @@ class RobustnessProblem:
     """Builds everything a study needs once (scores, evaluation data, cost tables)."""
 
     def __init__(self, settings: StudySettings, *, bench: Workbench | None = None) -> None:
+        validate_settings(settings)
         self.settings = settings
         self.objectives: tuple[Objective, ...] = parse_objectives(settings.objectives)
         self.accuracy = AccuracySettings(
@@ -54,12 +56,6 @@ class RobustnessProblem:
             failures=tuple(settings.failures),
             fail_prob=settings.fail_prob,
         )
-        if not 0.0 <= settings.fail_prob <= 1.0:
-            raise InvalidParameterError(
-                f"`--fail-prob` must be in [0, 1], got {settings.fail_prob}."
-            )
-        if settings.devices < 2:
-            raise InvalidParameterError(f"`--devices` must be at least 2, got {settings.devices}.")
         self.needs_accuracy = any(o.needs_accuracy for o in self.objectives)
         sizes = self.accuracy.failure_sizes(settings.devices) if self.needs_accuracy else []
         self.failure_sets = failure_sets(settings.devices, sizes)
@@ -145,21 +141,30 @@ class RobustnessProblem:
     def check_feasible(self, baselines: dict[str, Evaluation]) -> None:
         """Fail early when a constraint is out of reach of every partition.
 
-        LOP (no replication) has the least per-device memory and work of any partition that
-        covers every neuron, so if it violates a constraint, every trial would.
+        LOP (no replication) has the least per-device memory of any partition that covers
+        every neuron. The fastest partition is LOP or full replication (which exchanges
+        nothing), both ends of the threshold space.
         """
-        lop = baselines["LOP"]
-        if (
-            self.settings.max_mem_mb is not None
-            and lop.outcome.costs.max_memory_mb > self.settings.max_mem_mb
-        ):
+        lop = baselines["LOP"].outcome.costs
+        fastest = max(lop.fps, baselines["Full replication"].outcome.costs.fps)
+        max_mem, min_fps = self.settings.max_mem_mb, self.settings.min_fps
+        if max_mem is not None and lop.max_memory_mb > max_mem:
             raise InvalidParameterError(
-                f"no partition can meet `--max-mem-mb {self.settings.max_mem_mb:g}`: even LOP "
-                f"needs {lop.outcome.costs.max_memory_mb:.1f} MB per device; raise the limit "
-                "or add devices."
+                f"no partition can meet `--max-mem-mb {max_mem:g}`: even LOP needs "
+                f"{lop.max_memory_mb:.1f} MB per device; raise the limit or add devices."
             )
-        if self.settings.min_fps is not None and lop.outcome.costs.fps < self.settings.min_fps:
+        if min_fps is not None and fastest < min_fps:
             raise InvalidParameterError(
-                f"no partition can meet `--min-fps {self.settings.min_fps:g}`: even LOP reaches "
-                f"{lop.outcome.costs.fps:.1f} FPS; lower the target or add devices."
+                f"no partition can meet `--min-fps {min_fps:g}`: the fastest reaches "
+                f"{fastest:.1f} FPS; lower the target or use a faster device or link profile."
             )
+
+    def fingerprints(self) -> dict[str, str]:
+        """Hashes of what a study's numbers depend on beyond its settings' names and paths."""
+        test = self.bench.data.test.fingerprint() if self.bench.data is not None else "none"
+        return {
+            "weights": self.bench.model.weights_hash(),
+            "test_data": test,
+            "device_profile": hash_json(self.device.to_dict()),
+            "link_profile": hash_json(self.link.to_dict()),
+        }

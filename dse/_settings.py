@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from dse._samplers import DEFAULT_SAMPLER
-from robustdice_core._cache import hash_json
+from robustdice_core import hash_json
 
 __all__ = ["StudySettings"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from robustdice_core import InvalidParameterError, Registry, Unit
 
-__all__ = ["TIE_MODES", "ThresholdSpace", "build_space"]
+__all__ = ["TIE_MODES", "ThresholdSpace", "build_space", "check_threshold_range"]
 
 TieKey = Callable[[Unit], str]
 TIE_MODES: Registry[TieKey] = Registry("tie mode")
@@ -58,6 +58,14 @@ class ThresholdSpace:
         }
 
 
+def check_threshold_range(threshold_range: tuple[float, float]) -> None:
+    low, high = threshold_range
+    if not 0.0 <= low < high < float("inf"):
+        raise InvalidParameterError(
+            f"`--threshold-range` must satisfy 0 <= low < high, got {low},{high}."
+        )
+
+
 def build_space(
     units: Sequence[Unit],
     diameters: Sequence[float],
@@ -72,11 +80,7 @@ def build_space(
     """
     key_of = TIE_MODES.get(tie)
     if threshold_range is not None:
-        low, high = threshold_range
-        if not (0.0 <= low < high < float("inf")):
-            raise InvalidParameterError(
-                f"`--threshold-range` must satisfy 0 <= low < high, got {low},{high}."
-            )
+        check_threshold_range(threshold_range)
     keys: list[str] = []
     unit_param: list[int] = []
     group_high: dict[str, float] = {}

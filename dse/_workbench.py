@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from robustdice_core import InvalidParameterError
 from robustdice_core.failures import FailureEvaluator
 from robustdice_core.importance import (
     SCORERS,
@@ -44,8 +45,14 @@ class Workbench:
         return RobustDiCE(points, clustering=CLUSTERINGS.get(clustering)())
 
     def require_evaluator(self) -> FailureEvaluator:
-        assert self.evaluator is not None, "opened without accuracy"
+        if self.evaluator is None:
+            raise InvalidParameterError(f"accuracy of `{self.model.spec.name}` needs its data.")
         return self.evaluator
+
+    def require_data(self) -> EvalData:
+        if self.data is None:
+            raise InvalidParameterError(f"`{self.model.spec.name}` was opened without data.")
+        return self.data
 
 
 def open_workbench(

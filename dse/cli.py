@@ -9,13 +9,17 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from dse._compare import MethodResult, compare_methods
 from dse._samplers import DEFAULT_SAMPLER
 from dse._settings import StudySettings
+from dse._validate import check_devices, check_fail_prob
 from dse._workbench import open_workbench
-from robustdice_core import InvalidParameterError, RobustDiceError
+from robustdice_core import InvalidParameterError, RobustDiceError, atomic_write_bytes
+from robustdice_core.partition import CLUSTERINGS
 from robustdice_core.zoo import DEFAULT_MODEL, MODELS
 
 app = typer.Typer(
@@ -89,10 +93,11 @@ def evaluate(
     ] = None,
 ) -> None:
     """Top-1 under k failed devices: RobustDiCE vs LOP, CDC and full replication."""
-    if devices < 2:
-        raise InvalidParameterError(f"`--devices` must be at least 2, got {devices}.")
-    if not 0.0 <= fail_prob <= 1.0:
-        raise InvalidParameterError(f"`--fail-prob` must be in [0, 1], got {fail_prob}.")
+    check_devices(devices, list(range(devices)))
+    check_fail_prob(fail_prob)
+    CLUSTERINGS.get(clustering)
+    if json_out is not None and not json_out.parent.is_dir():
+        raise InvalidParameterError(f"`--json`: folder `{json_out.parent}` does not exist.")
     threshold_values = parse_thresholds(thresholds)
     with console.status(f"loading {model}, its data and importance scores ({scores})..."):
         bench = open_workbench(
@@ -105,10 +110,10 @@ def evaluate(
         )
     with console.status(f"evaluating all failure sets of {devices} devices..."):
         results = compare_methods(bench, devices, threshold_values, clustering=clustering)
-    assert bench.data is not None
+    test = bench.require_data().test
     title = (
-        f"{model} on {devices} devices, {len(bench.data.test)} test images "
-        f"({bench.data.name}); Top-1 % worst / mean / best over failure sets"
+        f"{model} on {devices} devices, {len(test)} test images "
+        f"({bench.require_data().name}); Top-1 % worst / mean / best over failure sets"
     )
     console.print(_results_table(results, devices, fail_prob, title))
     if json_out is not None:
@@ -116,11 +121,11 @@ def evaluate(
             "model": model,
             "weights": bench.model.weights_source,
             "devices": devices,
-            "test_images": len(bench.data.test),
+            "test_images": len(test),
             "scores": list(bench.score_names),
             "results": [r.to_dict(fail_prob) for r in results],
         }
-        json_out.write_text(json.dumps(payload, indent=2))
+        atomic_write_bytes(json_out, json.dumps(payload, indent=2).encode())
         console.print(f"results written to {json_out}")
 
 
@@ -252,24 +257,24 @@ def optimize(
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr and a non-zero exit code."""
     try:
         app(standalone_mode=False)
     except RobustDiceError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted.")
         sys.exit(130)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    except TyperException as err:  # usage errors: unknown command, bad option value
+        show = getattr(err, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {escape(err.format_message())}", highlight=False)
+        sys.exit(err.exit_code or 2)
 
 
 if __name__ == "__main__":

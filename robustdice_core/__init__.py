@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from robustdice_core._cache import atomic_write_bytes, cache_dir, hash_json, hash_tensors
 from robustdice_core._errors import (
     CorruptFileError,
     InvalidParameterError,
@@ -48,7 +49,11 @@ __all__ = [
     "UnknownNameError",
     "Unit",
     "UnsupportedModelError",
+    "atomic_write_bytes",
+    "cache_dir",
     "failure_sets",
+    "hash_json",
+    "hash_tensors",
     "split_graph",
     "trace_model",
 ]

@@ -130,8 +130,9 @@ def test_optimize_refuses_changed_settings_and_leaves_the_study_alone(tmp_path: 
     assert changed.returncode == 2
     assert "exists with other settings (sampler)" in changed.stderr
     assert _complete(storage, "s") == before
-    infeasible = run_dse(*base, "--trials", "4", "--max-mem-mb", "1")
+    infeasible = run_dse(*base[:-1], "fresh", "--trials", "4", "--max-mem-mb", "1")
     assert infeasible.returncode == 2 and "even LOP needs" in infeasible.stderr
+    assert "fresh" not in {s.study_name for s in optuna.get_all_study_summaries(storage)}
     bad_storage = run_dse("optimize", *FAST, "--storage", "nosuchdb://x", "--trials", "1")
     assert bad_storage.returncode == 2 and "cannot open study storage" in bad_storage.stderr
 
@@ -162,3 +163,32 @@ def test_optimize_resumes_after_kill_9_without_losing_trials(tmp_path: Path) -> 
     final = _complete(storage, "k")
     assert len(final) == 30
     assert {n: final[n] for n in killed_at} == killed_at
+
+
+def test_usage_errors_exit_2_through_the_real_entry_point() -> None:
+    result = run_dse("optimize", "--trials", "abc")
+    assert result.returncode == 2
+    assert "Invalid value for '--trials'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert run_dse("bogus").returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["optimize", "--failures", ","], "`--failures` must name at least one"),
+        (["optimize", "--test-size", "0"], "`--test-size` must be at least 1"),
+        (["evaluate", "--devices", "13"], "8191 failure sets"),
+        (["evaluate", "--clustering", "kmeans"], "unknown clustering `kmeans`"),
+        (["evaluate", "--json", "/no/such/dir/r.json"], "does not exist"),
+        (["evaluate", "--model", "[bold]x"], "unknown model `[bold]x`"),
+    ],
+)
+def test_more_bad_input(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    assert run_main(monkeypatch, *args) == 2
+    assert message in capsys.readouterr().err
