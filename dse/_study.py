@@ -151,6 +151,8 @@ def recover_stale(study: optuna.Study, storage: BaseStorage) -> int:
     """
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
+        # Optuna has no public way to fail another process's trial (its own fail_stale_trials
+        # needs heartbeats); the storage call is public, the trial id attribute is not.
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
