@@ -42,6 +42,15 @@ WeightsOpt = Annotated[
 DataOpt = Annotated[
     Path | None, typer.Option(help="ImageNet-style folder (class sub-folders) for real models.")
 ]
+DevicesOpt = Annotated[int, typer.Option("--devices", "-n", help="Number of devices ND.")]
+ScoresOpt = Annotated[str, typer.Option(help="Importance scores to cluster on (s1,s2,s3).")]
+ClusteringOpt = Annotated[str, typer.Option(help="dendrogram (fast) or greedy (the paper's).")]
+CalibrationOpt = Annotated[int | None, typer.Option(help="Calibration images.")]
+TestSizeOpt = Annotated[int | None, typer.Option(help="Test images.")]
+
+
+def _split_csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def parse_thresholds(text: str) -> list[float] | float:
@@ -73,21 +82,19 @@ def models() -> None:
 @app.command()
 def evaluate(
     model: ModelOpt = DEFAULT_MODEL,
-    devices: Annotated[int, typer.Option("--devices", "-n", help="Number of devices ND.")] = 4,
+    devices: DevicesOpt = 4,
     thresholds: Annotated[
         str, typer.Option(help="RobustDiCE threshold: one for all units, or one per unit.")
     ] = "0.3",
-    scores: Annotated[str, typer.Option(help="Importance scores to cluster on.")] = "s1,s2,s3",
-    clustering: Annotated[str, typer.Option(help="dendrogram (fast) or greedy (paper).")] = (
-        "dendrogram"
-    ),
+    scores: ScoresOpt = "s1,s2,s3",
+    clustering: ClusteringOpt = "dendrogram",
     fail_prob: Annotated[
         float, typer.Option(help="Per-device failure probability for the expected Top-1.")
     ] = 0.1,
     weights: WeightsOpt = None,
     data: DataOpt = None,
-    calibration_size: Annotated[int | None, typer.Option(help="Calibration images.")] = None,
-    test_size: Annotated[int | None, typer.Option(help="Test images.")] = None,
+    calibration_size: CalibrationOpt = None,
+    test_size: TestSizeOpt = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the results as JSON here.")
     ] = None,
@@ -180,7 +187,7 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 @app.command()
 def optimize(
     model: ModelOpt = DEFAULT_MODEL,
-    devices: Annotated[int, typer.Option("--devices", "-n", help="Number of devices ND.")] = 4,
+    devices: DevicesOpt = 4,
     objectives: Annotated[
         str, typer.Option(help="Comma-separated: acc, mem, energy, fps, latency.")
     ] = "acc,mem,energy",
@@ -199,8 +206,8 @@ def optimize(
     threshold_range: Annotated[
         str | None, typer.Option(help="LOW,HIGH for every threshold (default: per-unit diameter).")
     ] = None,
-    scores: Annotated[str, typer.Option(help="Importance scores to cluster on.")] = "s1,s2,s3",
-    clustering: Annotated[str, typer.Option(help="dendrogram or greedy.")] = "dendrogram",
+    scores: ScoresOpt = "s1,s2,s3",
+    clustering: ClusteringOpt = "dendrogram",
     device_profile: Annotated[str, typer.Option(help="Device profile name or .toml path.")] = (
         "jetson_xavier_nx_15w"
     ),
@@ -221,8 +228,8 @@ def optimize(
     out: Annotated[Path, typer.Option(help="Folder for CSV/Parquet exports.")] = Path("dse-runs"),
     weights: WeightsOpt = None,
     data: DataOpt = None,
-    calibration_size: Annotated[int | None, typer.Option(help="Calibration images.")] = None,
-    test_size: Annotated[int | None, typer.Option(help="Test images.")] = None,
+    calibration_size: CalibrationOpt = None,
+    test_size: TestSizeOpt = None,
 ) -> None:
     """Search per-unit thresholds for the Pareto front of robustness vs. per-device cost."""
     from dse._optimize_view import optimize_view
@@ -230,11 +237,11 @@ def optimize(
     settings = StudySettings(
         model=model,
         devices=devices,
-        objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+        objectives=_split_csv(objectives),
         acc_metric=acc_metric,
         failures=_parse_ints(failures, "--failures"),
         fail_prob=fail_prob,
-        scores=tuple(s.strip() for s in scores.split(",") if s.strip()),
+        scores=_split_csv(scores),
         tie=tie,
         threshold_range=_parse_range(threshold_range),
         clustering=clustering,
