@@ -52,9 +52,11 @@ def run(trials: int, seeds: int, samplers: list[str], test_size: int | None) -> 
             settings = StudySettings(
                 model=base.model, test_size=test_size, sampler=name, seed=seed
             )
-            problem.settings = settings
             prepared = prepare_study(
-                settings, storage_url=":memory:", study_name=f"{name}-{seed}", problem=problem
+                settings,
+                storage_url=":memory:",
+                study_name=f"{name}-{seed}",
+                problem=problem.for_settings(settings),
             )
             start = time.perf_counter()
             result = run_study(prepared, trials=trials)

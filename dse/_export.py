@@ -16,7 +16,13 @@ from dse._pareto import ReferenceBox, pareto_mask
 from dse._problem import Evaluation
 from robustdice_core import atomic_write_bytes
 
-__all__ = ["evaluation_attrs", "trials_frame", "front_trials", "write_frame"]
+__all__ = [
+    "baselines_frame",
+    "evaluation_attrs",
+    "front_trials",
+    "trials_frame",
+    "write_frame",
+]
 
 
 def evaluation_attrs(evaluation: Evaluation) -> dict[str, Any]:
@@ -94,6 +100,19 @@ def trials_frame(study: optuna.Study, box: ReferenceBox) -> pd.DataFrame:
                 row[f"{key}[d{d}]"] = value
         for key, value in trial.user_attrs.get("seconds", {}).items():
             row[f"seconds_{key}"] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def baselines_frame(baselines: dict[str, Evaluation], objective_names: list[str]) -> pd.DataFrame:
+    rows = []
+    for label, evaluation in baselines.items():
+        row: dict[str, Any] = {
+            "method": label,
+            "replication_factor": evaluation.outcome.replication_factor,
+        }
+        row.update(dict(zip(objective_names, evaluation.values, strict=True)))
+        row["feasible"] = evaluation.feasible
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,13 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from dse._export import evaluation_attrs, front_trials, trials_frame, write_frame
+from dse._export import (
+    baselines_frame,
+    evaluation_attrs,
+    front_trials,
+    trials_frame,
+    write_frame,
+)
 from dse._pareto import ReferenceBox, hypervolume
 from dse._problem import Evaluation, RobustnessProblem
 from dse._samplers import SAMPLERS, SamplerRequest
@@ -36,8 +41,6 @@ __all__ = [
     "reference_box",
     "run_study",
 ]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,6 +118,8 @@ def prepare_study(
     storage = open_storage(storage_url)
     study = load_existing(storage, name, settings)
     lock = StudyLock(_writable_dir(out_dir) / ".lock", name) if out_dir is not None else None
+    if problem is not None and problem.settings != settings:
+        problem = problem.for_settings(settings)
     problem = problem or RobustnessProblem(settings)
     baselines = problem.baselines()
     problem.check_feasible(baselines)
@@ -177,12 +182,12 @@ def run_study(
             trial.set_constraint(name, value)
         return evaluation.values
 
-    def report(study: optuna.Study, _: FrozenTrial) -> None:
+    def report(study: optuna.Study, _: FrozenTrial | None = None) -> None:
         if on_progress is not None:
             on_progress(_progress(study, box, trials))
 
     interrupted = False
-    report(study, None)  # type: ignore[arg-type]
+    report(study)
     try:
         study.optimize(
             objective,
@@ -199,7 +204,7 @@ def run_study(
         baselines=prepared.baselines,
         box=box,
         front=sorted(front, key=lambda t: t.number),
-        hypervolume=hypervolume(np.array([t.values for t in front]), box) if front else 0.0,
+        hypervolume=_front_hypervolume(front, box),
         recovered=prepared.recovered,
         interrupted=interrupted,
     )
@@ -253,22 +258,18 @@ def _progress(study: optuna.Study, box: ReferenceBox, target: int) -> Progress:
         target=target,
         feasible=len(feasible),
         front=len(front),
-        hypervolume=hypervolume(np.array([t.values for t in front]), box) if front else 0.0,
+        hypervolume=_front_hypervolume(front, box),
         failed=sum(t.state == TrialState.FAIL for t in trials),
     )
 
 
+def _front_hypervolume(front: list[FrozenTrial], box: ReferenceBox) -> float:
+    return hypervolume(np.array([t.values for t in front]), box) if front else 0.0
+
+
 def _export(result: OptimizeResult, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = write_frame(trials_frame(result.study, result.box), out_dir / "trials")
-    import pandas as pd
-
     names = [o.name for o in result.problem.objectives]
-    rows = []
-    for label, evaluation in result.baselines.items():
-        row = {"method": label, "replication_factor": evaluation.outcome.replication_factor}
-        row.update(dict(zip(names, evaluation.values, strict=True)))
-        row["feasible"] = evaluation.feasible
-        rows.append(row)
-    files += write_frame(pd.DataFrame(rows), out_dir / "baselines")
-    return files
+    return write_frame(trials_frame(result.study, result.box), out_dir / "trials") + write_frame(
+        baselines_frame(result.baselines, names), out_dir / "baselines"
+    )

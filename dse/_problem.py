@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ from robustdice_core.costs import (
     load_link_profile,
 )
 
-__all__ = ["RobustnessProblem", "Evaluation"]
+__all__ = ["RobustnessProblem", "Evaluation", "SEARCH_ONLY_SETTINGS"]
+
+SEARCH_ONLY_SETTINGS = {"sampler", "seed", "population", "max_mem_mb", "min_fps"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,19 @@ class RobustnessProblem:
             tie=settings.tie,
             threshold_range=settings.threshold_range,
         )
+
+    def for_settings(self, settings: StudySettings) -> RobustnessProblem:
+        """The same problem under settings that differ only in how it is searched (sampler,
+        seed, population) or constrained; reuses the loaded model, scores and data."""
+        other = settings.differences(self.settings)
+        if not set(other) <= SEARCH_ONLY_SETTINGS:
+            raise InvalidParameterError(
+                f"settings {sorted(set(other) - SEARCH_ONLY_SETTINGS)} change the problem itself."
+            )
+        validate_settings(settings)
+        clone = copy.copy(self)
+        clone.settings = settings
+        return clone
 
     @property
     def constraint_names(self) -> list[str]:

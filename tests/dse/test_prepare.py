@@ -30,15 +30,20 @@ def test_min_fps_reachable_only_by_replication_is_accepted(
     assert replication > lop  # a tiny model: exchanging nothing beats splitting the work
     target = (lop + replication) / 2
     settings = StudySettings(**{**SETTINGS.__dict__, "min_fps": target})
-    problem.settings = settings
-    prepared = prepare_study(settings, storage_url=":memory:", study_name="f", problem=problem)
+    constrained = problem.for_settings(settings)
+    prepared = prepare_study(settings, storage_url=":memory:", study_name="f", problem=constrained)
     result = run_study(prepared, trials=4)
     assert result.front, "the enqueued full-replication trial meets the constraint"
     too_fast = StudySettings(**{**SETTINGS.__dict__, "min_fps": 2 * replication})
-    problem.settings = too_fast
     with pytest.raises(InvalidParameterError, match="the fastest reaches"):
-        prepare_study(too_fast, storage_url=":memory:", study_name="g", problem=problem)
-    problem.settings = SETTINGS
+        prepare_study(
+            too_fast,
+            storage_url=":memory:",
+            study_name="g",
+            problem=problem.for_settings(too_fast),
+        )
+    with pytest.raises(InvalidParameterError, match="change the problem itself"):
+        problem.for_settings(StudySettings(**{**SETTINGS.__dict__, "devices": 3}))
 
 
 def test_a_second_run_of_the_same_study_is_refused(
