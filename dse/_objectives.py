@@ -8,7 +8,7 @@ from enum import Enum
 
 import numpy as np
 
-from robustdice_core import FailureAccuracy, InvalidParameterError, Registry
+from robustdice_core import FailureAccuracy, InvalidParameterError, Registry, parse_enum
 from robustdice_core.costs import CostEstimate
 
 __all__ = [
@@ -105,10 +105,4 @@ def parse_objectives(text: str | Sequence[str]) -> tuple[Objective, ...]:
 
 
 def parse_acc_metric(name: str) -> AccuracyMetric:
-    try:
-        return AccuracyMetric(name)
-    except ValueError:
-        choices = ", ".join(m.value for m in AccuracyMetric)
-        raise InvalidParameterError(
-            f"`--acc-metric` must be one of {choices}, got {name!r}."
-        ) from None
+    return parse_enum(AccuracyMetric, name, "--acc-metric")

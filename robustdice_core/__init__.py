@@ -11,7 +11,7 @@ from robustdice_core._errors import (
     UnknownNameError,
     UnsupportedModelError,
 )
-from robustdice_core._registry import Registry
+from robustdice_core._registry import Registry, parse_enum
 from robustdice_core.failures import (
     FailureAccuracy,
     FailureEvaluator,
@@ -54,6 +54,7 @@ __all__ = [
     "failure_sets",
     "hash_json",
     "hash_tensors",
+    "parse_enum",
     "split_graph",
     "trace_model",
 ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from enum import Enum
 from typing import Generic, TypeVar
 
-from robustdice_core._errors import UnknownNameError
+from robustdice_core._errors import InvalidParameterError, UnknownNameError
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Enum)
 
 
 class Registry(Generic[T]):
@@ -46,3 +48,12 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def parse_enum(kind: type[E], value: str | E, flag: str) -> E:
+    """``kind(value)``, or a one-line error naming ``flag`` and the valid values."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise InvalidParameterError(f"`{flag}` must be one of {choices}, got {value!r}.") from None

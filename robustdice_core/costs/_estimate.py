@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from robustdice_core._errors import InvalidParameterError
+from robustdice_core._registry import parse_enum
 from robustdice_core.costs._model_info import ModelCostInfo
 from robustdice_core.costs._profiles import DeviceProfile, LinkProfile, Medium
 from robustdice_core.partition import Partition
@@ -205,21 +206,11 @@ def _rate(seconds: float) -> float:
 
 # ----------------------------------------------------------------------------- validation
 def _precision(dtype: str | Precision) -> Precision:
-    try:
-        return Precision(dtype)
-    except ValueError:
-        choices = ", ".join(p.value for p in Precision)
-        raise InvalidParameterError(f"`dtype` must be one of {choices}, got {dtype!r}.") from None
+    return parse_enum(Precision, dtype, "dtype")
 
 
 def _exchange(exchange: str | Exchange) -> Exchange:
-    try:
-        return Exchange(exchange)
-    except ValueError:
-        choices = ", ".join(e.value for e in Exchange)
-        raise InvalidParameterError(
-            f"`exchange` must be one of {choices}, got {exchange!r}."
-        ) from None
+    return parse_enum(Exchange, exchange, "exchange")
 
 
 def _devices(
