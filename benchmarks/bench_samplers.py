@@ -17,11 +17,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import BenchResult, console, make_table, quick_parser, report
-from dse._optimize import prepare_study, run_study
-from dse._pareto import hypervolume
-from dse._problem import RobustnessProblem
-from dse._samplers import SAMPLERS
-from dse._settings import StudySettings
+from dse import (
+    SAMPLERS,
+    RobustnessProblem,
+    StudySettings,
+    hypervolume,
+    is_feasible,
+    prepare_study,
+    run_study,
+)
 
 CHECKPOINTS = (25, 50, 100, 150, 200, 300)
 
@@ -30,9 +34,7 @@ def _hv_curve(result: Any, checkpoints: list[int]) -> list[float]:
     """Hypervolume of the feasible completed trials among the first n, for each n."""
     trials = sorted(result.study.trials, key=lambda t: t.number)
     values = [
-        t.values
-        if t.state.name == "COMPLETE" and all(c <= 0 for c in t.user_attrs.get("constraints", []))
-        else None
+        t.values if t.state.name == "COMPLETE" and is_feasible(t) else None
         for t in trials
     ]
     curve = []

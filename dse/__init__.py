@@ -1,8 +1,88 @@
-"""The design-space exploration and the `dse` command line."""
+"""The design-space exploration: settings, problem, samplers, studies, and the `dse` CLI.
+
+The names below are the library API; tests, benchmarks and the command line use them.
+"""
 
 from __future__ import annotations
 
 from dse._compare import MethodResult, compare_methods
+from dse._export import baselines_frame, front_trials, trials_frame
+from dse._objectives import OBJECTIVES, AccuracyMetric, AccuracySettings, Objective, TrialOutcome
+from dse._optimize import (
+    OptimizeResult,
+    PreparedStudy,
+    Progress,
+    prepare_study,
+    reference_box,
+    run_study,
+)
+from dse._pareto import ReferenceBox, hypervolume, pareto_mask
+from dse._problem import BASELINE_NAMES, Evaluation, RobustnessProblem
+from dse._pymoo_sampler import PymooSampler
+from dse._record import RETRY_OF_ATTR, TrialRecord, is_feasible
+from dse._samplers import DEFAULT_SAMPLER, SAMPLERS, SamplerRequest
+from dse._settings import (
+    MAX_FAILURE_SETS,
+    SEARCH_ONLY_SETTINGS,
+    StudySettings,
+    check_devices,
+    check_fail_prob,
+)
+from dse._space import TIE_MODES, ThresholdSpace, build_space
+from dse._study import (
+    BOX_ATTR,
+    FINGERPRINTS_ATTR,
+    SETTINGS_ATTR,
+    SPACE_ATTR,
+    StudyLock,
+    open_storage,
+)
 from dse._workbench import Workbench, open_workbench
 
-__all__ = ["MethodResult", "Workbench", "compare_methods", "open_workbench"]
+__all__ = [
+    "BASELINE_NAMES",
+    "BOX_ATTR",
+    "DEFAULT_SAMPLER",
+    "FINGERPRINTS_ATTR",
+    "MAX_FAILURE_SETS",
+    "OBJECTIVES",
+    "RETRY_OF_ATTR",
+    "SAMPLERS",
+    "SEARCH_ONLY_SETTINGS",
+    "SETTINGS_ATTR",
+    "SPACE_ATTR",
+    "TIE_MODES",
+    "AccuracyMetric",
+    "AccuracySettings",
+    "Evaluation",
+    "MethodResult",
+    "Objective",
+    "OptimizeResult",
+    "PreparedStudy",
+    "Progress",
+    "PymooSampler",
+    "ReferenceBox",
+    "RobustnessProblem",
+    "SamplerRequest",
+    "StudyLock",
+    "StudySettings",
+    "ThresholdSpace",
+    "TrialOutcome",
+    "TrialRecord",
+    "Workbench",
+    "baselines_frame",
+    "build_space",
+    "check_devices",
+    "check_fail_prob",
+    "compare_methods",
+    "front_trials",
+    "hypervolume",
+    "is_feasible",
+    "open_storage",
+    "open_workbench",
+    "pareto_mask",
+    "prepare_study",
+    "reference_box",
+    "run_study",
+    "trials_frame",
+]

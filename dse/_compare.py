@@ -5,22 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dse._problem import BASELINE_NAMES
 from dse._workbench import Workbench
 from robustdice_core.failures import FailureAccuracy, failure_sets
-from robustdice_core.partition import BASELINES, Partition
+from robustdice_core.partition import BASELINES, Partition, Partitioner
 
 __all__ = ["MethodResult", "compare_methods"]
 
 
 @dataclass(frozen=True)
 class MethodResult:
-    label: str
+    name: str  # registry key
+    label: str  # for tables
     partition: Partition
     accuracy: FailureAccuracy
 
     def to_dict(self, fail_prob: float) -> dict[str, object]:
         return {
-            "method": self.label,
+            "method": self.name,
+            "label": self.label,
             "replication_factor": self.partition.replication_factor,
             "thresholds": list(self.partition.thresholds),
             "by_failed_devices": [vars(self.accuracy.by_size(k)) for k in self.accuracy.sizes()],
@@ -35,18 +38,19 @@ def compare_methods(
     thresholds: Sequence[float] | float,
     *,
     clustering: str = "dendrogram",
-    baselines: Sequence[str] = ("lop", "cdc", "replication"),
+    baselines: Sequence[str] = BASELINE_NAMES,
 ) -> list[MethodResult]:
     """Evaluate RobustDiCE at ``thresholds`` and each baseline on every failure set."""
     sets = failure_sets(num_devices, range(num_devices))
     robustdice = bench.robustdice(clustering)
-    partitions = [(robustdice.label, robustdice.partition_for(thresholds, num_devices))]
+    partitions: list[tuple[Partitioner, Partition]] = [
+        (robustdice, robustdice.partition_for(thresholds, num_devices))
+    ]
     for name in baselines:
         partitioner = BASELINES.get(name)()
-        partitions.append(
-            (partitioner.label, partitioner.partition(bench.unit_sizes, num_devices))
-        )
+        partitions.append((partitioner, partitioner.partition(bench.unit_sizes, num_devices)))
+    evaluator = bench.require_evaluator()
     return [
-        MethodResult(label, partition, bench.require_evaluator().evaluate(partition, sets))
-        for label, partition in partitions
+        MethodResult(p.name, p.label, partition, evaluator.evaluate(partition, sets))
+        for p, partition in partitions
     ]

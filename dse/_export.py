@@ -14,59 +14,22 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dse._pareto import ReferenceBox, pareto_mask
 from dse._problem import Evaluation
-from robustdice_core import atomic_write_bytes
+from dse._record import TrialRecord, is_feasible
+from robustdice_core import BASELINES, atomic_write_bytes
 
 __all__ = [
     "baselines_frame",
-    "evaluation_attrs",
     "front_trials",
     "trials_frame",
     "write_frame",
 ]
 
 
-def evaluation_attrs(evaluation: Evaluation) -> dict[str, Any]:
-    """The JSON-able record of an `Evaluation` kept with each trial."""
-    outcome = evaluation.outcome
-    attrs: dict[str, Any] = {
-        "replication_factor": outcome.replication_factor,
-        "constraints": list(evaluation.constraints),
-        "seconds": evaluation.seconds,
-        "devices": [
-            {
-                "memory_mb": d.memory_bytes / 2**20,
-                "weight_mb": d.weight_bytes / 2**20,
-                "energy_j": d.energy_j,
-                "gflops": d.flops / 1e9,
-                "mb_tx": d.bytes_tx / 2**20,
-            }
-            for d in outcome.costs.per_device
-        ],
-        "latency_ms": 1e3 * outcome.costs.latency_s,
-        "provenance": outcome.costs.provenance.value,
-    }
-    if outcome.accuracy is not None:
-        attrs["accuracy"] = {
-            _set_label(f): a
-            for f, a in zip(outcome.accuracy.failure_sets, outcome.accuracy.accuracy, strict=True)
-        }
-    return attrs
-
-
-def _set_label(failed: Sequence[int]) -> str:
-    return "+".join(str(d) for d in failed) if failed else "none"
-
-
 def front_trials(
     trials: Sequence[FrozenTrial], box: ReferenceBox
 ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
     """(feasible completed trials, their Pareto front)."""
-    feasible = [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE
-        and all(c <= 0 for c in t.user_attrs.get("constraints", []))
-    ]
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t)]
     if not feasible:
         return [], []
     values = box.normalise(np.array([t.values for t in feasible]))
@@ -84,31 +47,33 @@ def trials_frame(study: optuna.Study, box: ReferenceBox) -> pd.DataFrame:
         row: dict[str, Any] = {
             "trial": trial.number,
             "state": trial.state.name,
-            "feasible": all(c <= 0 for c in trial.user_attrs.get("constraints", [])),
+            "feasible": is_feasible(trial),
             "pareto": trial.number in on_front,
             "duration_s": trial.duration.total_seconds() if trial.duration else None,
         }
         for name, value in zip(names, trial.values or [None] * len(names), strict=True):
             row[name] = value
-        row["replication_factor"] = trial.user_attrs.get("replication_factor")
-        row["latency_ms"] = trial.user_attrs.get("latency_ms")
+        row.update({f"constraint[{k}]": v for k, v in trial.constraints.items()})
+        record = TrialRecord.from_trial(trial)
+        row["replication_factor"] = record.replication_factor if record else None
+        row["latency_ms"] = record.latency_ms if record else None
         row.update(trial.params)
-        for label, acc in trial.user_attrs.get("accuracy", {}).items():
-            row[f"acc[{label}]"] = acc
-        for d, device in enumerate(trial.user_attrs.get("devices", [])):
-            for key, value in device.items():
-                row[f"{key}[d{d}]"] = value
-        for key, value in trial.user_attrs.get("seconds", {}).items():
-            row[f"seconds_{key}"] = value
+        if record is not None:
+            row.update({f"acc[{label}]": acc for label, acc in record.accuracy.items()})
+            for d, device in enumerate(record.devices):
+                row.update({f"{key}[d{d}]": value for key, value in device.items()})
+            row.update({f"seconds_{key}": value for key, value in record.seconds.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def baselines_frame(baselines: dict[str, Evaluation], objective_names: list[str]) -> pd.DataFrame:
+    """One row per baseline: ``method`` is its registry name, ``label`` its table label."""
     rows = []
-    for label, evaluation in baselines.items():
+    for name, evaluation in baselines.items():
         row: dict[str, Any] = {
-            "method": label,
+            "method": name,
+            "label": BASELINES.get(name).label,
             "replication_factor": evaluation.outcome.replication_factor,
         }
         row.update(dict(zip(objective_names, evaluation.values, strict=True)))

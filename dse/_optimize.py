@@ -10,15 +10,10 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from dse._export import (
-    baselines_frame,
-    evaluation_attrs,
-    front_trials,
-    trials_frame,
-    write_frame,
-)
+from dse._export import baselines_frame, front_trials, trials_frame, write_frame
 from dse._pareto import ReferenceBox, hypervolume
 from dse._problem import Evaluation, RobustnessProblem
+from dse._record import TrialRecord
 from dse._samplers import SAMPLERS, SamplerRequest
 from dse._settings import StudySettings
 from dse._study import (
@@ -30,7 +25,6 @@ from dse._study import (
     open_storage,
     recover_stale,
 )
-from dse._validate import validate_settings
 from robustdice_core import InvalidParameterError, RobustDiceError
 
 __all__ = [
@@ -76,7 +70,7 @@ def reference_box(problem: RobustnessProblem, baselines: dict[str, Evaluation]) 
     would otherwise squash every difference). Maximised ones: ideal = best, reference = 0.
     """
     values = np.array([e.values for e in baselines.values()])
-    maximize = tuple(o.direction == "maximize" for o in problem.objectives)
+    maximize = tuple(o.maximize for o in problem.objectives)
     ideal, nadir = [], []
     for column, up in zip(values.T, maximize, strict=True):
         best, worst = (column.max(), column.min()) if up else (column.min(), column.max())
@@ -88,14 +82,28 @@ def reference_box(problem: RobustnessProblem, baselines: dict[str, Evaluation]) 
 
 @dataclass
 class PreparedStudy:
-    """A study opened (or created) and checked, with everything its trials need."""
+    """A study opened (or created) and checked, with everything its trials need.
+
+    Holds the study's lock when one was taken: use it as a context manager (or call
+    `close`) to release the lock when the run is over.
+    """
 
     study: optuna.Study
     problem: RobustnessProblem
-    baselines: dict[str, Evaluation]
+    baselines: dict[str, Evaluation]  # by registry name
     box: ReferenceBox
     recovered: int
     lock: StudyLock | None = None
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> PreparedStudy:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def prepare_study(
@@ -113,34 +121,38 @@ def prepare_study(
     fingerprints are checked against. Nothing is written to the storage before every check
     has passed.
     """
-    validate_settings(settings)
     name = study_name or settings.default_study_name()
     storage = open_storage(storage_url)
     study = load_existing(storage, name, settings)
     lock = StudyLock(_writable_dir(out_dir) / ".lock", name) if out_dir is not None else None
-    if problem is not None and problem.settings != settings:
-        problem = problem.for_settings(settings)
-    problem = problem or RobustnessProblem(settings)
-    baselines = problem.baselines()
-    problem.check_feasible(baselines)
-    fingerprints = problem.fingerprints()
-    if study is None:
-        box = reference_box(problem, baselines)
-        study = create_study(
-            storage,
-            name,
-            settings,
-            [o.direction for o in problem.objectives],
-            [o.name for o in problem.objectives],
-            box,
-            problem.space.to_dict(),
-            fingerprints,
-        )
-        _enqueue_extremes(study, problem)
-    else:
-        check_fingerprints(study, fingerprints)
-        box = ReferenceBox.from_dict(study.user_attrs[BOX_ATTR])
-    recovered = recover_stale(study, storage)
+    try:
+        if problem is not None and problem.settings != settings:
+            problem = problem.for_settings(settings)
+        problem = problem or RobustnessProblem(settings)
+        baselines = problem.baselines()
+        problem.check_feasible(baselines)
+        fingerprints = problem.fingerprints()
+        if study is None:
+            box = reference_box(problem, baselines)
+            study = create_study(
+                storage,
+                name,
+                settings,
+                [o.direction for o in problem.objectives],
+                list(settings.objectives),
+                box,
+                problem.space.to_dict(),
+                fingerprints,
+            )
+            _enqueue_extremes(study, problem)
+        else:
+            check_fingerprints(study, fingerprints)
+            box = ReferenceBox.from_dict(study.user_attrs[BOX_ATTR])
+        recovered = recover_stale(study, storage)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     study.sampler = _sampler(problem, settings, offset=len(study.trials))
     return PreparedStudy(study, problem, baselines, box, recovered, lock)
 
@@ -176,7 +188,7 @@ def run_study(
             for n, lo, hi in zip(space.names, space.low, space.high, strict=True)
         ]
         evaluation = problem.evaluate_params(params)
-        for key, value in evaluation_attrs(evaluation).items():
+        for key, value in TrialRecord.from_evaluation(evaluation).to_user_attrs().items():
             trial.set_user_attr(key, value)
         for name, value in zip(problem.constraint_names, evaluation.constraints, strict=True):
             trial.set_constraint(name, value)
@@ -235,15 +247,10 @@ def _sampler(
         seed=settings.seed + offset,
         space={n: (lo, hi) for n, lo, hi in zip(space.names, space.low, space.high, strict=True)},
         n_objectives=len(problem.objectives),
-        n_constraints=len(problem.constraint_names),
-        constraints_func=_constraints if problem.constraint_names else None,
+        constraint_names=tuple(problem.constraint_names),
         population_size=settings.population,
     )
     return SAMPLERS.get(settings.sampler)(request)
-
-
-def _constraints(trial: FrozenTrial) -> list[float]:
-    return list(trial.user_attrs.get("constraints", []))
 
 
 def _count(study: optuna.Study, state: TrialState) -> int:
@@ -269,7 +276,7 @@ def _front_hypervolume(front: list[FrozenTrial], box: ReferenceBox) -> float:
 
 def _export(result: OptimizeResult, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = [o.name for o in result.problem.objectives]
+    names = list(result.problem.settings.objectives)
     return write_frame(trials_frame(result.study, result.box), out_dir / "trials") + write_frame(
         baselines_frame(result.baselines, names), out_dir / "baselines"
     )

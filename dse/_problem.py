@@ -8,16 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dse._objectives import (
-    AccuracySettings,
-    Objective,
-    TrialOutcome,
-    parse_acc_metric,
-    parse_objectives,
-)
-from dse._settings import StudySettings
+from dse._objectives import Objective, TrialOutcome
+from dse._settings import SEARCH_ONLY_SETTINGS, SETTINGS_SCHEMA, StudySettings
 from dse._space import ThresholdSpace, build_space
-from dse._validate import validate_settings
 from dse._workbench import Workbench, open_workbench
 from robustdice_core import BASELINES, InvalidParameterError, Partition, failure_sets, hash_json
 from robustdice_core.costs import (
@@ -27,9 +20,9 @@ from robustdice_core.costs import (
     load_link_profile,
 )
 
-__all__ = ["RobustnessProblem", "Evaluation", "SEARCH_ONLY_SETTINGS"]
+__all__ = ["BASELINE_NAMES", "Evaluation", "RobustnessProblem"]
 
-SEARCH_ONLY_SETTINGS = {"sampler", "seed", "population", "max_mem_mb", "min_fps"}
+BASELINE_NAMES = ("lop", "cdc", "replication")  # registry keys, in table order
 
 
 @dataclass(frozen=True)
@@ -51,16 +44,11 @@ class RobustnessProblem:
     """Builds everything a study needs once (scores, evaluation data, cost tables)."""
 
     def __init__(self, settings: StudySettings, *, bench: Workbench | None = None) -> None:
-        validate_settings(settings)
         self.settings = settings
-        self.objectives: tuple[Objective, ...] = parse_objectives(settings.objectives)
-        self.accuracy = AccuracySettings(
-            metric=parse_acc_metric(settings.acc_metric),
-            failures=tuple(settings.failures),
-            fail_prob=settings.fail_prob,
-        )
-        self.needs_accuracy = any(o.needs_accuracy for o in self.objectives)
-        sizes = self.accuracy.failure_sizes(settings.devices) if self.needs_accuracy else []
+        self.objectives: tuple[Objective, ...] = settings.objective_specs
+        self.accuracy = settings.accuracy
+        self.needs_accuracy = settings.needs_accuracy
+        sizes = settings.failure_sizes() if self.needs_accuracy else []
         self.failure_sets = failure_sets(settings.devices, sizes)
         self.device = load_device_profile(settings.device_profile)
         self.link = load_link_profile(settings.link_profile)
@@ -90,7 +78,6 @@ class RobustnessProblem:
             raise InvalidParameterError(
                 f"settings {sorted(set(other) - SEARCH_ONLY_SETTINGS)} change the problem itself."
             )
-        validate_settings(settings)
         clone = copy.copy(self)
         clone.settings = settings
         return clone
@@ -146,12 +133,13 @@ class RobustnessProblem:
         return values
 
     def baselines(self) -> dict[str, Evaluation]:
-        """LOP, CDC and full replication under the same objectives."""
+        """LOP, CDC and full replication under the same objectives, by registry name."""
         sizes = self.bench.unit_sizes
-        partitioners = [BASELINES.get(name)() for name in ("lop", "cdc", "replication")]
         return {
-            p.label: self.evaluate_partition(p.partition(sizes, self.settings.devices))
-            for p in partitioners
+            name: self.evaluate_partition(
+                BASELINES.get(name)().partition(sizes, self.settings.devices)
+            )
+            for name in BASELINE_NAMES
         }
 
     def check_feasible(self, baselines: dict[str, Evaluation]) -> None:
@@ -161,8 +149,8 @@ class RobustnessProblem:
         every neuron. The fastest partition is LOP or full replication (which exchanges
         nothing), both ends of the threshold space.
         """
-        lop = baselines["LOP"].outcome.costs
-        fastest = max(lop.fps, baselines["Full replication"].outcome.costs.fps)
+        lop = baselines["lop"].outcome.costs
+        fastest = max(lop.fps, baselines["replication"].outcome.costs.fps)
         max_mem, min_fps = self.settings.max_mem_mb, self.settings.min_fps
         if max_mem is not None and lop.max_memory_mb > max_mem:
             raise InvalidParameterError(
@@ -183,4 +171,5 @@ class RobustnessProblem:
             "test_data": test,
             "device_profile": hash_json(self.device.to_dict()),
             "link_profile": hash_json(self.link.to_dict()),
+            "objective_definitions": f"schema {SETTINGS_SCHEMA}",
         }

@@ -29,7 +29,8 @@ class PymooSampler(BaseSampler):
     """Args:
     algorithm_factory: builds a fresh pymoo algorithm (e.g. ``lambda: NSGA2(pop_size=24)``).
     space: parameter name -> (low, high), in a fixed order.
-    n_constraints: how many values ``constraints_func`` returns (<= 0 is feasible).
+    constraint_names: the constraints the objective records with ``trial.set_constraint``
+        (<= 0 is feasible); read back from Optuna's record, ``trial.constraints``.
     """
 
     def __init__(
@@ -38,16 +39,14 @@ class PymooSampler(BaseSampler):
         space: dict[str, tuple[float, float]],
         *,
         seed: int | None = None,
-        constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None,
-        n_constraints: int = 0,
+        constraint_names: Sequence[str] = (),
     ) -> None:
         self._factory = algorithm_factory
         self._names = list(space)
         self._low = np.array([space[n][0] for n in self._names])
         self._high = np.array([space[n][1] for n in self._names])
         self._seed = seed
-        self._constraints_func = constraints_func
-        self._n_constraints = n_constraints
+        self._constraint_names = tuple(constraint_names)
         self._fallback = RandomSampler(seed=seed)
         self._algorithm: Algorithm | None = None
         self._pending: list[np.ndarray] = []  # individuals not yet handed to a trial
@@ -100,7 +99,7 @@ class PymooSampler(BaseSampler):
             g = self._constraints(trial)
         else:
             f = np.full(len(study.directions), _PENALTY)
-            g = np.full(self._n_constraints, _PENALTY)
+            g = np.full(len(self._constraint_names), _PENALTY)
         self._results[trial.number] = (f, g)
         if not self._pending and set(self._batch) <= set(self._results):
             self._tell_generation()
@@ -110,15 +109,14 @@ class PymooSampler(BaseSampler):
         return Problem(
             n_var=len(self._names),
             n_obj=n_obj,
-            n_ieq_constr=self._n_constraints,
+            n_ieq_constr=len(self._constraint_names),
             xl=self._low,
             xu=self._high,
         )
 
     def _constraints(self, trial: FrozenTrial) -> np.ndarray:
-        if self._constraints_func is None:
-            return np.zeros(0)
-        return np.asarray(self._constraints_func(trial), dtype=float)
+        recorded = trial.constraints
+        return np.array([recorded.get(n, _PENALTY) for n in self._constraint_names], dtype=float)
 
     def _start(self, study: Study) -> None:
         """Set up pymoo; completed trials from an earlier run become its population."""

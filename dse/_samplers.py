@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from optuna.exceptions import ExperimentalWarning
@@ -15,7 +15,6 @@ from optuna.samplers import (
     RandomSampler,
     TPESampler,
 )
-from optuna.trial import FrozenTrial
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.util.ref_dirs import get_reference_directions
@@ -25,22 +24,19 @@ from robustdice_core import Registry
 
 __all__ = ["SAMPLERS", "SamplerRequest", "DEFAULT_SAMPLER"]
 
-ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
-
 
 @dataclass(frozen=True)
 class SamplerRequest:
     """What every sampler factory gets.
 
-    Optuna's samplers read constraints that the objective stores with
-    ``trial.set_constraint``; ``constraints_func`` serves the pymoo bridge.
+    Every sampler reads the constraints that the objective records with
+    ``trial.set_constraint`` (Optuna's own record, ``trial.constraints``).
     """
 
     seed: int | None
     space: dict[str, tuple[float, float]]
     n_objectives: int
-    n_constraints: int
-    constraints_func: ConstraintsFunc | None
+    constraint_names: tuple[str, ...] = ()
     population_size: int = 24
 
 
@@ -84,8 +80,7 @@ def _pymoo_nsga2(r: SamplerRequest) -> BaseSampler:
         lambda: NSGA2(pop_size=r.population_size),
         r.space,
         seed=r.seed,
-        constraints_func=r.constraints_func,
-        n_constraints=r.n_constraints,
+        constraint_names=r.constraint_names,
     )
 
 
@@ -101,6 +96,5 @@ def _pymoo_nsga3(r: SamplerRequest) -> BaseSampler:
         build,
         r.space,
         seed=r.seed,
-        constraints_func=r.constraints_func,
-        n_constraints=r.n_constraints,
+        constraint_names=r.constraint_names,
     )

@@ -1,22 +1,53 @@
-"""The settings that define a study; stored with it so a resume can check them."""
+"""The settings that define a study: typed, validated once where they enter, stored with it.
+
+`StudySettings` is built at the boundary (the CLI, a test, a benchmark) from strings or typed
+values, the way Optuna turns ``direction: str | StudyDirection`` into a `StudyDirection`:
+names become registry keys that are known to exist, closed sets become enums, lists become
+tuples. An invalid value raises a one-line `InvalidParameterError` naming its flag. Deep code
+then trusts the values and never parses them again.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from enum import Enum
+from math import comb
 from typing import Any
 
-from dse._samplers import DEFAULT_SAMPLER
-from robustdice_core import hash_json
+from dse._objectives import OBJECTIVES, AccuracyMetric, AccuracySettings, Objective
+from dse._samplers import DEFAULT_SAMPLER, SAMPLERS
+from dse._space import TIE_MODES, check_threshold_range
+from robustdice_core import InvalidParameterError, hash_json, parse_enum
+from robustdice_core.costs import Precision, load_device_profile, load_link_profile
+from robustdice_core.importance import SCORERS
+from robustdice_core.partition import CLUSTERINGS
+from robustdice_core.zoo import DEFAULT_MODEL, MODELS
 
-__all__ = ["StudySettings"]
+__all__ = [
+    "MAX_FAILURE_SETS",
+    "SEARCH_ONLY_SETTINGS",
+    "StudySettings",
+    "check_devices",
+    "check_fail_prob",
+]
+
+MAX_FAILURE_SETS = 4096  # every set is a masked forward over the test images
+# Settings that change how a problem is searched or constrained, not the problem itself.
+SEARCH_ONLY_SETTINGS = frozenset({"sampler", "seed", "population", "max_mem_mb", "min_fps"})
+# Bumped when a stored value changes meaning (2: `mem` is the partition's own memory), so
+# that default study names never resume a study whose values mean something else.
+SETTINGS_SCHEMA = 2
 
 
 @dataclass(frozen=True)
 class StudySettings:
-    model: str
+    """Everything that defines a study (see `dse optimize --help` for each value)."""
+
+    model: str = DEFAULT_MODEL
     devices: int = 4
     objectives: tuple[str, ...] = ("acc", "mem", "energy")
-    acc_metric: str = "worst"
+    acc_metric: AccuracyMetric = AccuracyMetric.worst
     failures: tuple[int, ...] = (1,)
     fail_prob: float = 0.1
     scores: tuple[str, ...] = ("s1", "s2", "s3")
@@ -25,7 +56,7 @@ class StudySettings:
     clustering: str = "dendrogram"
     device_profile: str = "jetson_xavier_nx_15w"
     link_profile: str = "gigabit_ethernet"
-    dtype: str = "fp32"
+    dtype: Precision = Precision.FP32
     max_mem_mb: float | None = None
     min_fps: float | None = None
     sampler: str = DEFAULT_SAMPLER
@@ -36,24 +67,103 @@ class StudySettings:
     calibration_size: int | None = None
     test_size: int | None = None
 
+    def __post_init__(self) -> None:
+        typed = {
+            "objectives": OBJECTIVES.parse_list(self.objectives, "--objectives"),
+            "scores": SCORERS.parse_list(self.scores, "--scores"),
+            "acc_metric": parse_enum(AccuracyMetric, self.acc_metric, "--acc-metric"),
+            "dtype": parse_enum(Precision, self.dtype, "--dtype"),
+            "failures": _int_tuple(self.failures, "--failures"),
+            "threshold_range": _range(self.threshold_range),
+            "weights": _optional_text(self.weights),
+            "data": _optional_text(self.data),
+        }
+        for name, value in typed.items():
+            object.__setattr__(self, name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        MODELS.get(self.model)
+        SAMPLERS.get(self.sampler)
+        TIE_MODES.get(self.tie)
+        CLUSTERINGS.get(self.clustering)
+        load_device_profile(self.device_profile)
+        load_link_profile(self.link_profile)
+        if not self.failures:
+            raise InvalidParameterError("`--failures` must name at least one number of failures.")
+        bad = [k for k in self.failures if not 1 <= k < self.devices]
+        if self.devices >= 2 and bad:
+            raise InvalidParameterError(
+                f"`--failures` values must be in 1..{self.devices - 1} for {self.devices} "
+                f"devices, got {bad[0]}."
+            )
+        check_devices(self.devices, self.failure_sizes() if self.needs_accuracy else [])
+        check_fail_prob(self.fail_prob)
+        if self.population < 4:
+            raise InvalidParameterError(
+                f"`--population` must be at least 4, got {self.population}."
+            )
+        for flag, limit in (("--max-mem-mb", self.max_mem_mb), ("--min-fps", self.min_fps)):
+            if limit is not None and not limit > 0:
+                raise InvalidParameterError(f"`{flag}` must be positive, got {limit}.")
+        for flag, size in (
+            ("--calibration-size", self.calibration_size),
+            ("--test-size", self.test_size),
+        ):
+            if size is not None and size < 1:
+                raise InvalidParameterError(f"`{flag}` must be at least 1, got {size}.")
+
+    # ----------------------------------------------------------------- derived values
+    @property
+    def objective_specs(self) -> tuple[Objective, ...]:
+        return tuple(OBJECTIVES.get(name) for name in self.objectives)
+
+    @property
+    def needs_accuracy(self) -> bool:
+        return any(o.needs_accuracy for o in self.objective_specs)
+
+    @property
+    def accuracy(self) -> AccuracySettings:
+        return AccuracySettings(self.acc_metric, self.failures, self.fail_prob)
+
+    def failure_sizes(self) -> list[int]:
+        """The failure-set sizes a trial evaluates (no failure always included)."""
+        if self.acc_metric is AccuracyMetric.expected:
+            return list(range(self.devices))
+        return sorted({0, *self.failures})
+
+    # ----------------------------------------------------------------- storage
+    def replace(self, **changes: Any) -> StudySettings:
+        """A copy with ``changes`` applied (validated like any new settings)."""
+        return StudySettings(**{**self._values(), **changes})
+
+    def _values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key, value in data.items():
             if isinstance(value, tuple):
                 data[key] = list(value)
+            elif isinstance(value, Enum):
+                data[key] = value.value
         return data
 
     @classmethod
+    def parse(cls, **options: Any) -> StudySettings:
+        """Settings from loosely typed values, as a command line gives them: ``"acc,mem"``
+        for a tuple of names, ``"worst"`` for an enum, ``"1,2"`` for integers, a path."""
+        return cls(**options)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudySettings:
+        """Settings stored by `to_dict` (keys this version does not know are ignored)."""
         known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
-        }
-        return cls(**values)
+        return cls.parse(**{k: v for k, v in data.items() if k in known})
 
     def key(self) -> str:
         """A short hash of the settings, used in default study names."""
-        return hash_json(self.to_dict())[:8]
+        return hash_json({"schema": SETTINGS_SCHEMA, **self.to_dict()})[:8]
 
     def default_study_name(self) -> str:
         return f"{self.model}-nd{self.devices}-{'-'.join(self.objectives)}-{self.key()}"
@@ -61,3 +171,48 @@ class StudySettings:
     def differences(self, other: StudySettings) -> list[str]:
         mine, theirs = self.to_dict(), other.to_dict()
         return [k for k in mine if mine[k] != theirs.get(k)]
+
+
+def check_devices(devices: int, failure_counts: Sequence[int]) -> None:
+    """ND >= 2, and not so many that enumerating the failure sets would not finish."""
+    if devices < 2:
+        raise InvalidParameterError(f"`--devices` must be at least 2, got {devices}.")
+    sets = sum(comb(devices, k) for k in failure_counts)
+    if sets > MAX_FAILURE_SETS:
+        raise InvalidParameterError(
+            f"{devices} devices give {sets} failure sets to evaluate (at most "
+            f"{MAX_FAILURE_SETS}); use fewer devices or fewer `--failures`."
+        )
+
+
+def check_fail_prob(fail_prob: float) -> None:
+    if not 0.0 <= fail_prob <= 1.0:
+        raise InvalidParameterError(f"`--fail-prob` must be in [0, 1], got {fail_prob}.")
+
+
+def _int_tuple(values: str | Sequence[int], flag: str) -> tuple[int, ...]:
+    parts = values.split(",") if isinstance(values, str) else list(values)
+    try:
+        return tuple(int(str(v).strip()) for v in parts if str(v).strip())
+    except ValueError as err:
+        raise InvalidParameterError(
+            f"`{flag}` must be integers separated by commas, got {values!r}."
+        ) from err
+
+
+def _range(value: str | Sequence[float] | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        low, high = (float(v) for v in parts)
+    except (TypeError, ValueError) as err:
+        raise InvalidParameterError(
+            f"`--threshold-range` must be LOW,HIGH (e.g. 0,1.2), got {value!r}."
+        ) from err
+    check_threshold_range((low, high))
+    return low, high
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -13,11 +13,15 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from dse._pareto import ReferenceBox
+from dse._record import RETRY_OF_ATTR
 from dse._settings import StudySettings
 from robustdice_core import InvalidParameterError
 
 __all__ = [
+    "BOX_ATTR",
+    "FINGERPRINTS_ATTR",
     "SETTINGS_ATTR",
+    "SPACE_ATTR",
     "StudyLock",
     "check_fingerprints",
     "create_study",
@@ -25,8 +29,6 @@ __all__ = [
     "open_storage",
     "recover_stale",
 ]
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress display reports trials
 
 SETTINGS_ATTR = "robustdice:settings"
 BOX_ATTR = "robustdice:reference_box"
@@ -97,7 +99,7 @@ def create_study(
     storage: BaseStorage,
     name: str,
     settings: StudySettings,
-    directions: list[str],
+    directions: list[StudyDirection],
     metric_names: list[str],
     box: ReferenceBox,
     space: dict[str, object],
@@ -106,7 +108,7 @@ def create_study(
     study = optuna.create_study(
         storage=storage,
         study_name=name,
-        directions=[StudyDirection[d.upper()] for d in directions],
+        directions=directions,
     )
     with warnings.catch_warnings():  # metric names are stable enough for our use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -121,8 +123,9 @@ def create_study(
 class StudyLock:
     """An exclusive lock per study (a file next to its exports), held for a whole run.
 
-    `recover_stale` assumes that one process runs a study; the lock makes that true. The OS
-    releases it when the process dies, kill -9 included.
+    `recover_stale` assumes that one process runs a study; the lock makes that true. Release
+    it with `release` or by using the lock as a context manager; the OS releases it when the
+    process dies, kill -9 included.
     """
 
     def __init__(self, path: Path, study: str) -> None:
@@ -142,6 +145,12 @@ class StudyLock:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
 
+    def __enter__(self) -> StudyLock:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
 
 def recover_stale(study: optuna.Study, storage: BaseStorage) -> int:
     """Trials left RUNNING by a killed process: mark them FAIL and queue their params again.
@@ -155,5 +164,5 @@ def recover_stale(study: optuna.Study, storage: BaseStorage) -> int:
         # needs heartbeats); the storage call is public, the trial id attribute is not.
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         if trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
     return len(stale)

@@ -8,12 +8,7 @@ from pathlib import Path
 
 from robustdice_core import InvalidParameterError
 from robustdice_core.failures import FailureEvaluator
-from robustdice_core.importance import (
-    SCORERS,
-    ImportanceScores,
-    compute_scores,
-    parse_score_names,
-)
+from robustdice_core.importance import SCORERS, ImportanceScores, compute_scores
 from robustdice_core.masking import MaskedNetwork
 from robustdice_core.partition import CLUSTERINGS, RobustDiCE
 from robustdice_core.units import TracedModel, trace_model
@@ -70,7 +65,7 @@ def open_workbench(
     Without ``need_accuracy`` the model may have no weights and no data: it is then used for
     its architecture (costs) only, and clustered on the scores that need no data (s1).
     """
-    names = parse_score_names(score_names)
+    names = SCORERS.parse_list(score_names, "--scores")
     notes: list[str] = []
     loaded = load_model(model, weights=weights, require_weights=need_accuracy)
     eval_data: EvalData | None = None

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import optuna
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -14,13 +15,16 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from dse._compare import MethodResult, compare_methods
-from dse._samplers import DEFAULT_SAMPLER
-from dse._settings import StudySettings
-from dse._validate import check_devices, check_fail_prob
+from dse._objectives import OBJECTIVES, AccuracyMetric
+from dse._samplers import SAMPLERS
+from dse._settings import StudySettings, check_devices, check_fail_prob
+from dse._space import TIE_MODES
 from dse._workbench import open_workbench
 from robustdice_core import InvalidParameterError, RobustDiceError, atomic_write_bytes
+from robustdice_core.costs import Precision, device_profiles, link_profiles
+from robustdice_core.importance import SCORERS
 from robustdice_core.partition import CLUSTERINGS
-from robustdice_core.zoo import DEFAULT_MODEL, MODELS
+from robustdice_core.zoo import MODELS
 
 app = typer.Typer(
     name="dse",
@@ -32,6 +36,7 @@ app = typer.Typer(
 # Piped output (CI logs, README captures) gets a fixed width wide enough for the tables.
 console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, soft_wrap=True)  # an error is always one line
+DEFAULTS = StudySettings()  # the one source of option defaults
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Registered model name (see `dse models`).")
@@ -43,14 +48,15 @@ DataOpt = Annotated[
     Path | None, typer.Option(help="ImageNet-style folder (class sub-folders) for real models.")
 ]
 DevicesOpt = Annotated[int, typer.Option("--devices", "-n", help="Number of devices ND.")]
-ScoresOpt = Annotated[str, typer.Option(help="Importance scores to cluster on (s1,s2,s3).")]
-ClusteringOpt = Annotated[str, typer.Option(help="dendrogram (fast) or greedy (the paper's).")]
+ScoresOpt = Annotated[
+    str, typer.Option(help=f"Importance scores to cluster on, from: {', '.join(SCORERS.names())}.")
+]
+ClusteringOpt = Annotated[
+    str,
+    typer.Option(help=f"Step-2 clustering: {', '.join(CLUSTERINGS.names())} (docs/dse.md)."),
+]
 CalibrationOpt = Annotated[int | None, typer.Option(help="Calibration images.")]
 TestSizeOpt = Annotated[int | None, typer.Option(help="Test images.")]
-
-
-def _split_csv(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def parse_thresholds(text: str) -> list[float] | float:
@@ -81,16 +87,16 @@ def models() -> None:
 
 @app.command()
 def evaluate(
-    model: ModelOpt = DEFAULT_MODEL,
-    devices: DevicesOpt = 4,
+    model: ModelOpt = DEFAULTS.model,
+    devices: DevicesOpt = DEFAULTS.devices,
     thresholds: Annotated[
         str, typer.Option(help="RobustDiCE threshold: one for all units, or one per unit.")
     ] = "0.3",
-    scores: ScoresOpt = "s1,s2,s3",
-    clustering: ClusteringOpt = "dendrogram",
+    scores: ScoresOpt = ",".join(DEFAULTS.scores),
+    clustering: ClusteringOpt = DEFAULTS.clustering,
     fail_prob: Annotated[
         float, typer.Option(help="Per-device failure probability for the expected Top-1.")
-    ] = 0.1,
+    ] = DEFAULTS.fail_prob,
     weights: WeightsOpt = None,
     data: DataOpt = None,
     calibration_size: CalibrationOpt = None,
@@ -103,6 +109,7 @@ def evaluate(
     check_devices(devices, list(range(devices)))
     check_fail_prob(fail_prob)
     CLUSTERINGS.get(clustering)
+    score_names = SCORERS.parse_list(scores, "--scores")
     if json_out is not None and not json_out.parent.is_dir():
         raise InvalidParameterError(f"`--json`: folder `{json_out.parent}` does not exist.")
     threshold_values = parse_thresholds(thresholds)
@@ -111,7 +118,7 @@ def evaluate(
             model,
             weights=weights,
             data=data,
-            score_names=scores,
+            score_names=score_names,
             calibration_size=calibration_size,
             test_size=test_size,
         )
@@ -163,60 +170,53 @@ def _results_table(
     return table
 
 
-def _parse_ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise InvalidParameterError(
-            f"`{flag}` must be integers separated by commas, got {text!r}."
-        ) from err
-
-
-def _parse_range(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError as err:
-        raise InvalidParameterError(
-            f"`--threshold-range` must be LOW,HIGH (e.g. 0,1.2), got {text!r}."
-        ) from err
-    return low, high
+def _choices(names: list[str]) -> str:
+    return ", ".join(names)
 
 
 @app.command()
 def optimize(
-    model: ModelOpt = DEFAULT_MODEL,
-    devices: DevicesOpt = 4,
+    model: ModelOpt = DEFAULTS.model,
+    devices: DevicesOpt = DEFAULTS.devices,
     objectives: Annotated[
-        str, typer.Option(help="Comma-separated: acc, mem, energy, fps, latency.")
-    ] = "acc,mem,energy",
-    acc_metric: Annotated[str, typer.Option(help="worst, mean or expected.")] = "worst",
+        str, typer.Option(help=f"Comma-separated, from: {_choices(OBJECTIVES.names())}.")
+    ] = ",".join(DEFAULTS.objectives),
+    acc_metric: Annotated[
+        str, typer.Option(help=f"One of: {_choices([m.value for m in AccuracyMetric])}.")
+    ] = DEFAULTS.acc_metric.value,
     failures: Annotated[
-        str, typer.Option(help="Numbers of failed devices the acc objective covers.")
-    ] = "1",
+        str, typer.Option(help="Numbers of failed devices the acc objective covers, e.g. 1,2.")
+    ] = ",".join(map(str, DEFAULTS.failures)),
     fail_prob: Annotated[
         float, typer.Option(help="Per-device failure probability (acc-metric expected).")
-    ] = 0.1,
+    ] = DEFAULTS.fail_prob,
     trials: Annotated[int, typer.Option(help="Completed trials the study should have.")] = 100,
-    sampler: Annotated[str, typer.Option(help="Sampler (see docs/dse.md).")] = DEFAULT_SAMPLER,
-    population: Annotated[int, typer.Option(help="Population size (NSGA samplers).")] = 24,
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
-    tie: Annotated[str, typer.Option(help="Tie thresholds: none, type or stage.")] = "none",
+    sampler: Annotated[
+        str, typer.Option(help=f"One of: {_choices(SAMPLERS.names())} (docs/dse.md).")
+    ] = DEFAULTS.sampler,
+    population: Annotated[
+        int, typer.Option(help="Population size (NSGA samplers).")
+    ] = DEFAULTS.population,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = DEFAULTS.seed,
+    tie: Annotated[
+        str, typer.Option(help=f"Tie thresholds across units: {_choices(TIE_MODES.names())}.")
+    ] = DEFAULTS.tie,
     threshold_range: Annotated[
         str | None, typer.Option(help="LOW,HIGH for every threshold (default: per-unit diameter).")
     ] = None,
-    scores: ScoresOpt = "s1,s2,s3",
-    clustering: ClusteringOpt = "dendrogram",
-    device_profile: Annotated[str, typer.Option(help="Device profile name or .toml path.")] = (
-        "jetson_xavier_nx_15w"
-    ),
-    link_profile: Annotated[str, typer.Option(help="Link profile name or .toml path.")] = (
-        "gigabit_ethernet"
-    ),
-    dtype: Annotated[str, typer.Option(help="fp32 or fp16 weights/activations.")] = "fp32",
+    scores: ScoresOpt = ",".join(DEFAULTS.scores),
+    clustering: ClusteringOpt = DEFAULTS.clustering,
+    device_profile: Annotated[
+        str, typer.Option(help=f"Device profile name ({_choices(device_profiles())}) or .toml.")
+    ] = DEFAULTS.device_profile,
+    link_profile: Annotated[
+        str, typer.Option(help=f"Link profile name ({_choices(link_profiles())}) or .toml.")
+    ] = DEFAULTS.link_profile,
+    dtype: Annotated[
+        str, typer.Option(help=f"Weights/activations: {_choices([p.value for p in Precision])}.")
+    ] = DEFAULTS.dtype.value,
     max_mem_mb: Annotated[
-        float | None, typer.Option(help="Constraint: max MB per device.")
+        float | None, typer.Option(help="Constraint: max MB per device, runtime included.")
     ] = None,
     min_fps: Annotated[float | None, typer.Option(help="Constraint: minimum FPS.")] = None,
     study: Annotated[
@@ -234,16 +234,18 @@ def optimize(
     """Search per-unit thresholds for the Pareto front of robustness vs. per-device cost."""
     from dse._optimize_view import optimize_view
 
-    settings = StudySettings(
+    if trials < 1:
+        raise InvalidParameterError(f"`--trials` must be at least 1, got {trials}.")
+    settings = StudySettings.parse(
         model=model,
         devices=devices,
-        objectives=_split_csv(objectives),
+        objectives=objectives,
         acc_metric=acc_metric,
-        failures=_parse_ints(failures, "--failures"),
+        failures=failures,
         fail_prob=fail_prob,
-        scores=_split_csv(scores),
+        scores=scores,
         tie=tie,
-        threshold_range=_parse_range(threshold_range),
+        threshold_range=threshold_range,
         clustering=clustering,
         device_profile=device_profile,
         link_profile=link_profile,
@@ -253,18 +255,17 @@ def optimize(
         sampler=sampler,
         population=population,
         seed=seed,
-        weights=str(weights) if weights else None,
-        data=str(data) if data else None,
+        weights=weights,
+        data=data,
         calibration_size=calibration_size,
         test_size=test_size,
     )
-    if trials < 1:
-        raise InvalidParameterError(f"`--trials` must be at least 1, got {trials}.")
     optimize_view(console, settings, trials=trials, storage=storage, study=study, out=out)
 
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress display reports trials
     try:
         app(standalone_mode=False)
     except RobustDiceError as err:

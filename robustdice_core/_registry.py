@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from typing import Generic, TypeVar
 
@@ -39,6 +39,31 @@ class Registry(Generic[T]):
             raise UnknownNameError(
                 f"unknown {self._kind} `{name}`; choose one of: {choices}."
             ) from None
+
+    def parse_list(self, value: str | Sequence[str], flag: str) -> tuple[str, ...]:
+        """``"a, b"`` or ``["a", "b"]`` -> ``("a", "b")``: non-empty, registered, no repeats.
+
+        The one parser for options that take several registered names (objectives, scores,
+        baselines); every error names ``flag`` and lists the valid names.
+        """
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        names = tuple(str(part).strip() for part in parts if str(part).strip())
+        choices = ", ".join(self.names())
+        if not names:
+            raise InvalidParameterError(
+                f"`{flag}` must name at least one {self._kind}; choose one of: {choices}."
+            )
+        for name in names:
+            if name not in self._items:
+                raise UnknownNameError(
+                    f"`{flag}`: unknown {self._kind} `{name}`; choose one of: {choices}."
+                )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InvalidParameterError(
+                f"`{flag}` lists {self._kind} `{repeated[0]}` twice; name each once."
+            )
+        return names
 
     def names(self) -> list[str]:
         return sorted(self._items)

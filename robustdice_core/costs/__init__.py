@@ -8,6 +8,7 @@ data files with a source for every number); the runtime's meters can later repla
 from __future__ import annotations
 
 from robustdice_core.costs._estimate import (
+    MB,
     CostEstimate,
     DeviceCost,
     Exchange,
@@ -21,6 +22,7 @@ from robustdice_core.costs._profiles import (
     DeviceProfile,
     LinkProfile,
     Medium,
+    ProfileKind,
     ProfileValue,
     device_profiles,
     link_profiles,
@@ -30,6 +32,7 @@ from robustdice_core.costs._profiles import (
 )
 
 __all__ = [
+    "MB",
     "PROFILES_ENV",
     "CostEstimate",
     "DeviceCost",
@@ -39,6 +42,7 @@ __all__ = [
     "Medium",
     "ModelCostInfo",
     "Precision",
+    "ProfileKind",
     "ProfileValue",
     "Provenance",
     "device_profiles",

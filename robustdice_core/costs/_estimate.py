@@ -79,6 +79,11 @@ class DeviceCost:
     compute_s: float
     energy_j: float
 
+    @property
+    def partition_bytes(self) -> float:
+        """Weights and activations: the memory this device's share of the partition needs."""
+        return self.weight_bytes + self.activation_bytes
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["bytes_tx_per_sync"] = list(self.bytes_tx_per_sync)
@@ -103,16 +108,22 @@ class CostEstimate:
     pipelined_fps: float  # bound when the runtime overlaps consecutive images
     gather_s_per_sync: tuple[float, ...]
     fits_memory: bool  # every device's memory is within its profile's capacity
-    dtype: str
+    dtype: Precision
     device_profiles: tuple[str, ...]
     link_profile: str
-    exchange: str
+    exchange: Exchange
     provenance: Provenance = Provenance.ESTIMATED
 
     @property
     def max_memory_mb(self) -> float:
         """Largest per-device memory (weights + activations + runtime), in MB (2^20 bytes)."""
         return max(d.memory_bytes for d in self.per_device) / MB
+
+    @property
+    def max_partition_memory_mb(self) -> float:
+        """Largest per-device memory of the partition itself (its weights and activations,
+        without the profile's runtime constant), in MB: what a partition choice changes."""
+        return max(d.partition_bytes for d in self.per_device) / MB
 
     @property
     def max_weight_mb(self) -> float:
@@ -133,12 +144,13 @@ class CostEstimate:
             "gather_s_per_sync": list(self.gather_s_per_sync),
             "fits_memory": self.fits_memory,
             "max_memory_mb": self.max_memory_mb,
+            "max_partition_memory_mb": self.max_partition_memory_mb,
             "max_weight_mb": self.max_weight_mb,
             "max_energy_j": self.max_energy_j,
-            "dtype": self.dtype,
+            "dtype": self.dtype.value,
             "device_profiles": list(self.device_profiles),
             "link_profile": self.link_profile,
-            "exchange": self.exchange,
+            "exchange": self.exchange.value,
             "provenance": self.provenance.value,
         }
 
@@ -152,10 +164,10 @@ class CostEstimate:
             pipelined_fps=float(data["pipelined_fps"]),
             gather_s_per_sync=tuple(float(g) for g in data["gather_s_per_sync"]),
             fits_memory=bool(data["fits_memory"]),
-            dtype=str(data["dtype"]),
+            dtype=_precision(str(data["dtype"])),
             device_profiles=tuple(str(p) for p in data["device_profiles"]),
             link_profile=str(data["link_profile"]),
-            exchange=str(data["exchange"]),
+            exchange=_exchange(str(data["exchange"])),
             provenance=Provenance(data.get("provenance", Provenance.ESTIMATED)),
         )
 
@@ -193,10 +205,10 @@ def estimate_costs(
         fits_memory=all(
             r.memory_bytes <= p.memory_bytes.value for r, p in zip(records, devices, strict=True)
         ),
-        dtype=precision.value,
+        dtype=precision,
         device_profiles=tuple(p.name for p in devices),
         link_profile=link.name,
-        exchange=mode.value,
+        exchange=mode,
     )
 
 

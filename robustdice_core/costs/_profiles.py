@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from robustdice_core._errors import CorruptFileError, InvalidParameterError
 from robustdice_core._registry import Registry
@@ -32,6 +32,7 @@ __all__ = [
     "DeviceProfile",
     "LinkProfile",
     "Medium",
+    "ProfileKind",
     "ProfileValue",
     "device_profiles",
     "link_profiles",
@@ -63,9 +64,18 @@ class Medium(str, Enum):
     SHARED = "shared"  # one collision domain: every transmission serialises (WiFi)
 
 
+class ProfileKind(str, Enum):
+    """What a profile file describes (its ``kind`` key)."""
+
+    DEVICE = "device"
+    LINK = "link"
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
     """A compute node: throughput, memory, power (DESIGN 3.7)."""
+
+    kind: ClassVar[ProfileKind] = ProfileKind.DEVICE
 
     name: str
     description: str
@@ -100,12 +110,14 @@ class DeviceProfile:
         return self.memory_bandwidth_bytes_per_s.value * self.bandwidth_efficiency.value
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self, "device")
+        return _to_dict(self)
 
 
 @dataclass(frozen=True)
 class LinkProfile:
     """The network between the devices: bandwidth, per-message latency, energy per byte."""
+
+    kind: ClassVar[ProfileKind] = ProfileKind.LINK
 
     name: str
     description: str
@@ -117,7 +129,7 @@ class LinkProfile:
     path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self, "link")
+        return _to_dict(self)
 
 
 Profile = DeviceProfile | LinkProfile
@@ -136,8 +148,8 @@ _POSITIVE = {
 }
 
 
-def _to_dict(profile: Profile, kind: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": kind}
+def _to_dict(profile: Profile) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": profile.kind.value}
     for f in fields(profile):
         value = getattr(profile, f.name)
         if isinstance(value, ProfileValue):
@@ -164,9 +176,9 @@ def load_profile(path: str | os.PathLike[str]) -> DeviceProfile | LinkProfile:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise CorruptFileError(f"profile file {file} is not valid TOML: {err}.") from err
     kind = data.get("kind")
-    if kind == "device":
+    if kind == DeviceProfile.kind.value:
         return _parse(DeviceProfile, data, file)
-    if kind == "link":
+    if kind == LinkProfile.kind.value:
         return _parse(LinkProfile, data, file)
     raise CorruptFileError(
         f'profile file {file}: `kind` must be "device" or "link", got {kind!r}.'
@@ -258,7 +270,8 @@ def _user() -> tuple[Profile, ...]:
     return tuple(load_profile(p) for p in sorted(directory.glob("*.toml")))
 
 
-def _registry(cls: type[P], kind: str) -> Registry[P]:
+def _registry(cls: type[P]) -> Registry[P]:
+    kind = cls.kind.value
     registry: Registry[P] = Registry(f"{kind} profile")
     origin: dict[str, str] = {}
     for profile in (*_builtin(), *_user()):
@@ -276,36 +289,32 @@ def _registry(cls: type[P], kind: str) -> Registry[P]:
 
 def load_device_profile(name_or_path: str | os.PathLike[str]) -> DeviceProfile:
     """A device profile by name (built-in or in ``$ROBUSTDICE_PROFILES``) or ``.toml`` path."""
-    return _load(DeviceProfile, "device", name_or_path)
+    return _load(DeviceProfile, name_or_path)
 
 
 def load_link_profile(name_or_path: str | os.PathLike[str]) -> LinkProfile:
     """A link profile by name (built-in or in ``$ROBUSTDICE_PROFILES``) or ``.toml`` path."""
-    return _load(LinkProfile, "link", name_or_path)
+    return _load(LinkProfile, name_or_path)
 
 
 def device_profiles() -> list[str]:
     """Names of every known device profile."""
-    return _registry(DeviceProfile, "device").names()
+    return _registry(DeviceProfile).names()
 
 
 def link_profiles() -> list[str]:
     """Names of every known link profile."""
-    return _registry(LinkProfile, "link").names()
+    return _registry(LinkProfile).names()
 
 
-def _load(cls: type[P], kind: str, name_or_path: str | os.PathLike[str]) -> P:
+def _load(cls: type[P], name_or_path: str | os.PathLike[str]) -> P:
     text = os.fspath(name_or_path)
     if not (text.endswith(".toml") or os.sep in text or "/" in text):
-        return _registry(cls, kind).get(text)
+        return _registry(cls).get(text)
     profile = load_profile(text)
     if not isinstance(profile, cls):
         raise InvalidParameterError(
-            f"profile file {text} describes a {_kind(profile)}, not a {kind}; "
-            f"pass it as a {_kind(profile)} profile."
+            f"profile file {text} describes a {profile.kind.value}, not a {cls.kind.value}; "
+            f"pass it as a {profile.kind.value} profile."
         )
     return profile
-
-
-def _kind(profile: Profile) -> str:
-    return "device" if isinstance(profile, DeviceProfile) else "link"

@@ -16,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from dse._study import open_storage
+from dse import open_storage
 from dse.cli import app, main
 
 DSE = [sys.executable, "-m", "dse.cli"]
@@ -86,9 +86,11 @@ def test_evaluate_prints_the_comparison_table(tmp_path: Path) -> None:
         assert label in result.stdout
     payload = json.loads((tmp_path / "r.json").read_text())
     by_method = {r["method"]: r for r in payload["results"]}
-    assert by_method["Full replication"]["replication_factor"] == 4.0
-    lop_worst = by_method["LOP"]["by_failed_devices"][1]["worst"]
-    assert by_method["RobustDiCE"]["by_failed_devices"][1]["worst"] > lop_worst
+    assert set(by_method) == {"robustdice", "lop", "cdc", "replication"}
+    assert by_method["replication"]["label"] == "Full replication"
+    assert by_method["replication"]["replication_factor"] == 4.0
+    lop_worst = by_method["lop"]["by_failed_devices"][1]["worst"]
+    assert by_method["robustdice"]["by_failed_devices"][1]["worst"] > lop_worst
 
 
 def _complete(storage: str, study: str) -> dict[int, tuple[float, ...]]:

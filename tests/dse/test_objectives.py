@@ -1,14 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from optuna.study import StudyDirection
 
-from dse._objectives import (
-    OBJECTIVES,
-    AccuracyMetric,
-    AccuracySettings,
-    parse_acc_metric,
-    parse_objectives,
-)
+from dse import OBJECTIVES, AccuracyMetric, AccuracySettings, StudySettings
 from robustdice_core import FailureAccuracy, InvalidParameterError, UnknownNameError
 
 ACCURACY = FailureAccuracy(
@@ -29,29 +24,34 @@ def test_expected_accuracy_uses_every_failure_set() -> None:
     expected = 0.8**3 * 0.9 + p * 0.8**2 * (0.5 + 0.7 + 0.8) + p**2 * 0.8 * (0.1 + 0.2 + 0.3)
     settings = AccuracySettings(AccuracyMetric.expected, (1,), fail_prob=p)
     assert settings.aggregate(ACCURACY) == pytest.approx(expected)
-    assert settings.failure_sizes(3) == [0, 1, 2]
+    study = StudySettings(devices=3, acc_metric="expected", fail_prob=p)
+    assert study.failure_sizes() == [0, 1, 2]
 
 
 def test_failure_sizes_are_checked_and_include_no_failure() -> None:
-    assert AccuracySettings(AccuracyMetric.worst, (2,)).failure_sizes(4) == [0, 2]
+    assert StudySettings(failures=(2,)).failure_sizes() == [0, 2]
     with pytest.raises(InvalidParameterError, match="--failures"):
-        AccuracySettings(AccuracyMetric.worst, (4,)).failure_sizes(4)
+        StudySettings(failures=(4,))
 
 
-def test_parsing_objectives_and_metrics() -> None:
-    assert [o.name for o in parse_objectives("acc, mem,fps")] == ["acc", "mem", "fps"]
-    with pytest.raises(UnknownNameError, match="choose one of"):
-        parse_objectives("acc,speed")
+def test_objectives_and_metrics_are_parsed_once_into_registry_keys_and_enums() -> None:
+    settings = StudySettings.parse(objectives="acc, mem,fps", acc_metric="mean")
+    assert settings.objectives == ("acc", "mem", "fps")
+    assert settings.acc_metric is AccuracyMetric.mean
+    assert [o.name for o in settings.objective_specs] == ["acc", "mem", "fps"]
+    with pytest.raises(UnknownNameError, match="`--objectives`: unknown objective `speed`"):
+        StudySettings.parse(objectives="acc,speed")
     with pytest.raises(InvalidParameterError, match="twice"):
-        parse_objectives("acc,acc")
-    with pytest.raises(InvalidParameterError):
-        parse_objectives("")
+        StudySettings.parse(objectives="acc,acc")
+    with pytest.raises(InvalidParameterError, match="at least one objective"):
+        StudySettings.parse(objectives="")
     with pytest.raises(InvalidParameterError, match="worst, mean, expected"):
-        parse_acc_metric("median")
-    assert {o.name for o in OBJECTIVES.names() and map(OBJECTIVES.get, OBJECTIVES.names())} == {
-        "acc",
-        "mem",
-        "energy",
-        "fps",
-        "latency",
-    }
+        StudySettings.parse(acc_metric="median")
+
+
+def test_objective_registry_has_typed_directions() -> None:
+    assert set(OBJECTIVES.names()) == {"acc", "mem", "energy", "fps", "latency"}
+    directions = {name: OBJECTIVES.get(name).direction for name in OBJECTIVES.names()}
+    assert all(isinstance(d, StudyDirection) for d in directions.values())
+    assert directions["acc"] is StudyDirection.MAXIMIZE
+    assert directions["mem"] is StudyDirection.MINIMIZE

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from dse._pareto import ReferenceBox, hypervolume, pareto_mask
+from dse import ReferenceBox, hypervolume, pareto_mask
 
 
 def _brute_force_front(points: np.ndarray) -> np.ndarray:

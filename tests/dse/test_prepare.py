@@ -7,11 +7,19 @@ from pathlib import Path
 import optuna
 import pytest
 
-from dse._optimize import prepare_study, run_study
-from dse._problem import RobustnessProblem
-from dse._settings import StudySettings
-from dse._study import FINGERPRINTS_ATTR, SETTINGS_ATTR, open_storage
+from dse import (
+    FINGERPRINTS_ATTR,
+    SETTINGS_ATTR,
+    RobustnessProblem,
+    StudySettings,
+    is_feasible,
+    open_storage,
+    prepare_study,
+    run_study,
+)
+from dse._optimize_view import column_format, front_footnotes
 from robustdice_core import InvalidParameterError
+from robustdice_core.costs import MB
 
 SETTINGS = StudySettings(model="digits-vgg-bn", objectives=("mem", "fps"), test_size=50)
 
@@ -25,16 +33,16 @@ def test_min_fps_reachable_only_by_replication_is_accepted(
     problem: RobustnessProblem, tmp_path: Path
 ) -> None:
     baselines = problem.baselines()
-    lop = baselines["LOP"].outcome.costs.fps
-    replication = baselines["Full replication"].outcome.costs.fps
+    lop = baselines["lop"].outcome.costs.fps
+    replication = baselines["replication"].outcome.costs.fps
     assert replication > lop  # a tiny model: exchanging nothing beats splitting the work
     target = (lop + replication) / 2
-    settings = StudySettings(**{**SETTINGS.__dict__, "min_fps": target})
+    settings = SETTINGS.replace(min_fps=target)
     constrained = problem.for_settings(settings)
     prepared = prepare_study(settings, storage_url=":memory:", study_name="f", problem=constrained)
     result = run_study(prepared, trials=4)
     assert result.front, "the enqueued full-replication trial meets the constraint"
-    too_fast = StudySettings(**{**SETTINGS.__dict__, "min_fps": 2 * replication})
+    too_fast = SETTINGS.replace(min_fps=2 * replication)
     with pytest.raises(InvalidParameterError, match="the fastest reaches"):
         prepare_study(
             too_fast,
@@ -43,7 +51,7 @@ def test_min_fps_reachable_only_by_replication_is_accepted(
             problem=problem.for_settings(too_fast),
         )
     with pytest.raises(InvalidParameterError, match="change the problem itself"):
-        problem.for_settings(StudySettings(**{**SETTINGS.__dict__, "devices": 3}))
+        problem.for_settings(SETTINGS.replace(devices=3))
 
 
 def test_a_second_run_of_the_same_study_is_refused(
@@ -61,12 +69,15 @@ def test_a_second_run_of_the_same_study_is_refused(
             out_dir=tmp_path / "out",
             problem=problem,
         )
-    assert first.lock is not None
-    first.lock.release()
-    again = prepare_study(
+    first.close()
+    with prepare_study(
         SETTINGS, storage_url=storage, study_name="s", out_dir=tmp_path / "out", problem=problem
-    )
-    assert again.study.study_name == "s"
+    ) as again:
+        assert again.study.study_name == "s"
+    with prepare_study(  # the `with` above released the lock
+        SETTINGS, storage_url=storage, study_name="s", out_dir=tmp_path / "out", problem=problem
+    ):
+        pass
 
 
 def test_a_half_created_study_is_created_again(problem: RobustnessProblem, tmp_path: Path) -> None:
@@ -99,3 +110,36 @@ def test_out_must_be_a_folder(problem: RobustnessProblem, tmp_path: Path) -> Non
             out_dir=tmp_path / "file" / "o",
             problem=problem,
         )
+
+
+def test_mem_is_the_partitions_own_and_max_mem_mb_counts_the_runtime(
+    problem: RobustnessProblem,
+) -> None:
+    baselines = problem.baselines()
+    mem = {name: e.values[0] for name, e in baselines.items()}  # objectives mem,fps
+    runtime_mb = problem.device.runtime_overhead_bytes.value / MB
+    assert mem["replication"] > 3 * mem["lop"], "the 4x weights show in the objective"
+    for evaluation in baselines.values():
+        costs = evaluation.outcome.costs
+        assert costs.max_memory_mb == pytest.approx(evaluation.values[0] + runtime_mb)
+    limit = runtime_mb + (mem["lop"] + mem["replication"]) / 2
+    settings = SETTINGS.replace(max_mem_mb=limit)
+    with prepare_study(
+        settings, storage_url=":memory:", study_name="m", problem=problem.for_settings(settings)
+    ) as prepared:
+        result = run_study(prepared, trials=2)  # the two enqueued ends of the space
+    first, second = sorted(result.study.trials, key=lambda t: t.number)
+    assert first.constraints["max_mem_mb"] > 0 and not is_feasible(first)  # t = 0: replication
+    assert is_feasible(second)
+    assert "max_mem_mb" not in str(first.user_attrs), "constraints live in Optuna's record only"
+    footnotes = " ".join(front_footnotes(result))
+    assert f"runtime constant of {runtime_mb:.0f} MB" in footnotes
+
+
+def test_each_table_column_has_one_format() -> None:
+    fmt = column_format([1024.21, 14.6, 99.0])
+    assert [fmt(v) for v in (1024.21, 14.6)] == ["1024", "15"]
+    fmt = column_format([0.0038, 0.00849])
+    assert [fmt(0.0038), fmt(0.00849)] == ["0.003800", "0.008490"]
+    fmt = column_format([99.2, 14.6, 14.0], decimals=1)
+    assert [fmt(v) for v in (99.2, 14.0)] == ["99.2", "14.0"]

@@ -7,23 +7,17 @@ import warnings
 import numpy as np
 import optuna
 import pytest
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import Trial, TrialState
 
-from dse._pymoo_sampler import PymooSampler
-from dse._samplers import DEFAULT_SAMPLER, SAMPLERS, SamplerRequest
+from dse import DEFAULT_SAMPLER, SAMPLERS, PymooSampler, SamplerRequest
 
 SPACE = {"t:a": (0.0, 1.0), "t:b": (0.0, 2.0), "t:c": (0.5, 1.5)}
 
 
 def _objective(trial: Trial) -> tuple[float, float]:
     x = np.array([trial.suggest_float(n, lo, hi) for n, (lo, hi) in SPACE.items()])
-    trial.set_user_attr("constraints", [float(x[0] - 0.8)])  # feasible when t:a <= 0.8
-    trial.set_constraint("a_at_most_0.8", float(x[0] - 0.8))
+    trial.set_constraint("a_at_most_0.8", float(x[0] - 0.8))  # feasible when t:a <= 0.8
     return float(np.sum(x**2)), float(np.sum((x - 1) ** 2))
-
-
-def _constraints(trial: FrozenTrial) -> list[float]:
-    return list(trial.user_attrs["constraints"])
 
 
 def _study(
@@ -33,8 +27,7 @@ def _study(
         seed=seed,
         space=SPACE,
         n_objectives=2,
-        n_constraints=1,
-        constraints_func=_constraints,
+        constraint_names=("a_at_most_0.8",),
         population_size=4,
     )
     with warnings.catch_warnings():
@@ -83,3 +76,13 @@ def test_pymoo_sampler_tells_whole_generations_and_warm_starts() -> None:
     assert isinstance(rebuilt, PymooSampler) and rebuilt._algorithm is not None
     assert rebuilt._algorithm.is_initialized
     assert len(resumed.get_trials(states=(TrialState.COMPLETE,))) == 13
+
+
+def test_pymoo_sampler_reads_constraints_from_optunas_record() -> None:
+    study = _study("pymoo-nsga2")
+    study.optimize(_objective, n_trials=8)  # two whole generations told to pymoo
+    sampler = study.sampler
+    assert isinstance(sampler, PymooSampler) and sampler._algorithm is not None
+    told = sampler._algorithm.pop
+    for x, g in zip(told.get("X"), told.get("G"), strict=True):
+        assert g[0] == pytest.approx(x[0] - 0.8)  # the value Optuna recorded, not a copy

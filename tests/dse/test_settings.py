@@ -1,6 +1,17 @@
 from __future__ import annotations
 
-from dse._settings import StudySettings
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dse import OBJECTIVES, SAMPLERS, TIE_MODES, AccuracyMetric, StudySettings
+from dse.cli import app
+from robustdice_core import RobustDiceError
+from robustdice_core.costs import Precision
 
 
 def test_round_trip_and_key_are_stable() -> None:
@@ -16,3 +27,80 @@ def test_default_study_name_changes_with_settings() -> None:
     assert base.default_study_name() != other.default_study_name()
     assert base.default_study_name().startswith("digits-vgg-bn-nd4-acc-mem-energy-")
     assert base.differences(other) == ["sampler"]
+
+
+def test_values_are_typed_once_where_they_enter() -> None:
+    settings = StudySettings.parse(
+        objectives="acc, energy",
+        acc_metric="mean",
+        dtype="fp16",
+        failures="1,2",
+        scores=["s1", "s3"],
+        threshold_range="0,1.5",
+        weights=Path("w.pth"),
+    )
+    assert settings.objectives == ("acc", "energy")
+    assert settings.acc_metric is AccuracyMetric.mean
+    assert settings.dtype is Precision.FP16
+    assert settings.failures == (1, 2)
+    assert settings.scores == ("s1", "s3")
+    assert settings.threshold_range == (0.0, 1.5)
+    assert settings.weights == "w.pth"
+    stored = settings.to_dict()
+    assert stored["acc_metric"] == "mean" and stored["dtype"] == "fp16"  # JSON-able
+    assert StudySettings.from_dict(stored) == settings
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model": "resnet9000"}, "unknown model `resnet9000`"),
+        ({"scores": "s1,s4"}, "`--scores`: unknown importance score `s4`"),
+        ({"scores": "s1,s1"}, "`--scores` lists"),
+        ({"sampler": "cma"}, "unknown sampler `cma`"),
+        ({"tie": "layer"}, "unknown tie mode `layer`"),
+        ({"clustering": "kmeans"}, "unknown clustering `kmeans`"),
+        ({"dtype": "int8"}, "`--dtype` must be one of fp32, fp16"),
+        ({"failures": "one"}, "`--failures` must be integers"),
+        ({"failures": ""}, "at least one number of failures"),
+        ({"devices": 1}, "`--devices` must be at least 2"),
+        ({"devices": 16, "failures": "1,2,3,4,5"}, "failure sets to evaluate"),
+        ({"fail_prob": 1.5}, "`--fail-prob` must be in [0, 1]"),
+        ({"threshold_range": "1,0.5"}, "`--threshold-range` must satisfy"),
+        ({"threshold_range": "0.5"}, "`--threshold-range` must be LOW,HIGH"),
+        ({"population": 2}, "`--population` must be at least 4"),
+        ({"max_mem_mb": 0}, "`--max-mem-mb` must be positive"),
+        ({"test_size": 0}, "`--test-size` must be at least 1"),
+        ({"device_profile": "jetson_nano"}, "unknown device profile"),
+    ],
+)
+def test_invalid_settings_are_refused_with_the_flag_named(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(RobustDiceError, match=re.escape(message)):
+        StudySettings.parse(**options)
+
+
+def test_replace_validates_and_keeps_the_rest() -> None:
+    base = StudySettings(seed=3)
+    assert base.replace(sampler="random").seed == 3
+    with pytest.raises(RobustDiceError, match="unknown sampler"):
+        base.replace(sampler="nope")
+
+
+def test_cli_defaults_and_choices_come_from_settings_and_registries() -> None:
+    result = CliRunner().invoke(app, ["optimize", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    for name in (*SAMPLERS.names(), *OBJECTIVES.names(), *TIE_MODES.names()):
+        assert name in text
+    assert f"default: {StudySettings().sampler}" in text
+
+
+def test_importing_dse_leaves_logging_alone() -> None:
+    code = (
+        "import optuna; before = optuna.logging.get_verbosity(); "
+        "import dse, dse.cli; print(before == optuna.logging.get_verbosity())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

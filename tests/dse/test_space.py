@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dse._space import TIE_MODES, build_space
+from dse import TIE_MODES, build_space
 from robustdice_core import InvalidParameterError, Unit, UnknownNameError
 
 
