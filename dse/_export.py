@@ -15,7 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 from dse._pareto import ReferenceBox, pareto_mask
 from dse._problem import Evaluation
 from dse._record import TrialRecord, is_feasible
-from robustdice_core import BASELINES, atomic_write_bytes
+from robustdice_core import BASELINES
+from robustdice_core.io import atomic_write_bytes
 
 __all__ = [
     "baselines_frame",

@@ -12,13 +12,14 @@ from dse._objectives import Objective, TrialOutcome
 from dse._settings import SEARCH_ONLY_SETTINGS, SETTINGS_SCHEMA, StudySettings
 from dse._space import ThresholdSpace, build_space
 from dse._workbench import Workbench, open_workbench
-from robustdice_core import BASELINES, InvalidParameterError, Partition, failure_sets, hash_json
+from robustdice_core import BASELINES, InvalidParameterError, Partition, failure_sets
 from robustdice_core.costs import (
     ModelCostInfo,
     estimate_costs,
     load_device_profile,
     load_link_profile,
 )
+from robustdice_core.io import hash_json
 
 __all__ = ["BASELINE_NAMES", "Evaluation", "RobustnessProblem"]
 

@@ -18,9 +18,10 @@ from typing import Any
 from dse._objectives import OBJECTIVES, AccuracyMetric, AccuracySettings, Objective
 from dse._samplers import DEFAULT_SAMPLER, SAMPLERS
 from dse._space import TIE_MODES, check_threshold_range
-from robustdice_core import InvalidParameterError, hash_json, parse_enum
+from robustdice_core import InvalidParameterError, parse_enum
 from robustdice_core.costs import Precision, load_device_profile, load_link_profile
 from robustdice_core.importance import SCORERS
+from robustdice_core.io import hash_json
 from robustdice_core.partition import CLUSTERINGS
 from robustdice_core.zoo import DEFAULT_MODEL, MODELS
 

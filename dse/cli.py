@@ -20,9 +20,10 @@ from dse._samplers import SAMPLERS
 from dse._settings import StudySettings, check_devices, check_fail_prob
 from dse._space import TIE_MODES
 from dse._workbench import open_workbench
-from robustdice_core import InvalidParameterError, RobustDiceError, atomic_write_bytes
+from robustdice_core import InvalidParameterError, RobustDiceError
 from robustdice_core.costs import Precision, device_profiles, link_profiles
 from robustdice_core.importance import SCORERS
+from robustdice_core.io import atomic_write_bytes
 from robustdice_core.partition import CLUSTERINGS
 from robustdice_core.zoo import MODELS
 

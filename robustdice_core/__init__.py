@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from robustdice_core._cache import atomic_write_bytes, cache_dir, hash_json, hash_tensors
 from robustdice_core._errors import (
     CorruptFileError,
     InvalidParameterError,
@@ -49,11 +48,7 @@ __all__ = [
     "UnknownNameError",
     "Unit",
     "UnsupportedModelError",
-    "atomic_write_bytes",
-    "cache_dir",
     "failure_sets",
-    "hash_json",
-    "hash_tensors",
     "parse_enum",
     "split_graph",
     "trace_model",

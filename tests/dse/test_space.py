@@ -67,3 +67,17 @@ def test_unknown_tie_mode_lists_choices() -> None:
     with pytest.raises(UnknownNameError, match="none, stage, type"):
         build_space(CONVNEXT_LIKE, [1.0] * 6, tie="block")
     assert TIE_MODES.names() == ["none", "stage", "type"]
+
+
+def test_stage_tying_on_the_real_convnext_tiny() -> None:
+    """docs/dse.md quotes this count: 59 units -> 14 parameters (4 stages x 3 roles, the
+    stem and downsampling convs, the classifier)."""
+    import torchvision
+
+    from robustdice_core import trace_model
+
+    traced = trace_model(torchvision.models.convnext_tiny(weights=None), (3, 224, 224))
+    space = build_space(traced.units, [1.0] * len(traced.units), tie="stage")
+    assert len(traced.units) == 59
+    assert len(space.names) == 14
+    assert "t:features.1/block.3" in space.names
