@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from robustdice_core.units import TracedModel, Unit
+from robustdice_core.units import TracedModel, Unit, UnitKind
 
 __all__ = [
     "MaskedNetwork",
@@ -144,7 +144,7 @@ class MaskedNetwork(nn.Module):
 def _layer_channel_dim(gm: fx.GraphModule, unit: Unit) -> int:
     node = next(n for n in gm.graph.nodes if n.name == unit.linear_node)
     ndim = len(node.meta["tensor_meta"].shape)
-    return 1 if unit.kind != "linear" else ndim - 1
+    return 1 if unit.kind is not UnitKind.LINEAR else ndim - 1
 
 
 def _insert_after(gm: fx.GraphModule, node_name: str, target: str, module: nn.Module) -> None:

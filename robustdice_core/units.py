@@ -12,6 +12,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from enum import Enum, StrEnum
 
 import torch
 import torch.fx as fx
@@ -20,9 +21,16 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torchvision.ops import stochastic_depth
 
-from robustdice_core._errors import UnsupportedModelError
+from robustdice_core._errors import InvalidParameterError, UnsupportedModelError
 
-__all__ = ["Unit", "TracedModel", "trace_model"]
+__all__ = ["Unit", "UnitKind", "TracedModel", "trace_model"]
+
+# Named in the message that refuses an attention model.
+_SUPPORTED_FAMILIES = (
+    "RobustDiCE supports CNNs: plain conv+FC (AlexNet, VGG), conv+BN (VGG-BN), residual "
+    "(ResNet, RegNet), depthwise/inverted residual (MobileNet, EfficientNet), depthwise conv + "
+    "LayerNorm + MLP (ConvNeXt); see docs/semantics.md"
+)
 
 # Elementwise ops: channel-local whatever the channel dim is.
 _ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
@@ -76,13 +84,21 @@ _ALLOWED_PARAM_MODULES: tuple[type[nn.Module], ...] = (
 )
 
 
+class UnitKind(StrEnum):
+    """The layer a unit starts at; ``str(kind)`` is the plain value (serialised form)."""
+
+    CONV = "conv"
+    DEPTHWISE_CONV = "depthwise_conv"
+    LINEAR = "linear"
+
+
 @dataclass(frozen=True)
 class Unit:
     """One partitionable layer and its channel-local tail, as plain data."""
 
     index: int
     name: str  # qualified module name of the Conv2d / Linear
-    kind: str  # "conv", "depthwise_conv" or "linear"
+    kind: UnitKind  # a plain str ("conv", ...) is accepted and converted
     num_neurons: int
     linear_node: str  # fx node computing the layer's (pre-activation) output
     sync_node: str  # fx node whose output is all-gathered
@@ -92,13 +108,25 @@ class Unit:
     params_per_neuron: int  # weights + bias + per-channel params of the local ops
     macs_per_neuron: int  # multiply-accumulates of one neuron for one image
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, UnitKind):
+            try:
+                kind = UnitKind(self.kind)
+            except ValueError:
+                choices = ", ".join(UnitKind)
+                raise InvalidParameterError(
+                    f"`kind` of unit `{self.name}` must be one of {choices}, got {self.kind!r}."
+                ) from None
+            object.__setattr__(self, "kind", kind)
+
     @property
     def sync_elements_per_neuron(self) -> int:
         """Values one neuron contributes to the gathered tensor, per image."""
         return math.prod(self.sync_shape) // self.num_neurons
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """Plain data; ``kind`` as its plain string value."""
+        return {**asdict(self), "kind": str(self.kind)}
 
 
 @dataclass
@@ -110,14 +138,35 @@ class TracedModel:
     example_shape: tuple[int, ...]  # input shape for one image
 
 
-def trace_model(model: nn.Module, example_shape: tuple[int, ...]) -> TracedModel:
+def trace_model(
+    model: nn.Module, example_shape: tuple[int, ...], *, name: str | None = None
+) -> TracedModel:
     """Trace ``model`` in eval mode and discover its units.
 
     Args:
         model: the network; it is put in eval mode.
         example_shape: the input shape of one image, e.g. ``(3, 224, 224)``.
+        name: the model's name in error messages (e.g. ``vit_b_16``); its class name if None.
+
+    Raises:
+        UnsupportedModelError: a layer cannot be split by neuron; attention layers (vision
+            transformers) are named as such.
     """
     model = model.eval()
+    try:
+        return _trace(model, tuple(example_shape))
+    except UnsupportedModelError as err:
+        attention = _attention_layer(model)
+        if attention is None:
+            raise
+        path, what = attention
+        raise UnsupportedModelError(
+            f"`{name or type(model).__name__}`: layer `{path}` ({what}) cannot be partitioned "
+            f"by neuron; {_SUPPORTED_FAMILIES}."
+        ) from err
+
+
+def _trace(model: nn.Module, example_shape: tuple[int, ...]) -> TracedModel:
     try:
         gm = fx.symbolic_trace(model)
     except Exception as err:  # fx raises many types for untraceable code
@@ -134,7 +183,20 @@ def trace_model(model: nn.Module, example_shape: tuple[int, ...]) -> TracedModel
         raise UnsupportedModelError(
             f"`{type(model).__name__}` has no Conv2d or Linear layer to partition."
         )
-    return TracedModel(graph_module=gm, units=units, example_shape=tuple(example_shape))
+    return TracedModel(graph_module=gm, units=units, example_shape=example_shape)
+
+
+def _attention_layer(model: nn.Module) -> tuple[str, str] | None:
+    """The first attention sub-module (transformers), as its path and a description."""
+    for path, module in model.named_modules():
+        cls = type(module).__name__
+        if not path:
+            continue  # the model itself
+        if isinstance(module, nn.MultiheadAttention):
+            return path, f"multi-head attention, {cls}"
+        if "attention" in cls.lower():
+            return path, f"attention, {cls}"
+    return None
 
 
 def _untraceable_layer(model: nn.Module, prefix: str = "") -> str | None:
@@ -241,12 +303,11 @@ def _discover(gm: fx.GraphModule) -> list[Unit]:
     return units
 
 
-def _kind(module: nn.Module) -> str:
+def _kind(module: nn.Conv2d | nn.Linear) -> UnitKind:
     if isinstance(module, nn.Linear):
-        return "linear"
-    assert isinstance(module, nn.Conv2d)
+        return UnitKind.LINEAR
     is_depthwise = module.groups > 1 and module.groups == module.in_channels
-    return "depthwise_conv" if is_depthwise else "conv"
+    return UnitKind.DEPTHWISE_CONV if is_depthwise else UnitKind.CONV
 
 
 def _macs_per_neuron(module: nn.Module, out_shape: tuple[int, ...], channel_dim: int) -> int:
@@ -293,36 +354,81 @@ def _channel_local_tail(
 def _channel_dim_after(
     gm: fx.GraphModule, node: fx.Node, source: fx.Node, channel_dim: int
 ) -> int | None:
-    """The neuron axis after ``node`` if it is channel-local on ``source``, else None."""
+    """The neuron axis after ``node`` if it is channel-local on ``source``, else None.
+
+    Arguments may be positional or keywords (``torch.sigmoid(input=x)``).
+    """
+    role = _local_role(gm, node)
+    if role is None:
+        return None
     ndim = len(_shape(source))
+    if role is _Role.SCALE:
+        operands = (_argument(gm, node, 0, "input"), _argument(gm, node, 1, "other"))
+        return _scale_dim(gm, operands, source, channel_dim, ndim)
+    if _argument(gm, node, 0, "input") is not source:
+        return None
+    if role is _Role.ELEMENTWISE:
+        return channel_dim
+    if role is _Role.CHANNEL_FIRST:
+        return channel_dim if channel_dim == 1 else None
+    if node.op == "call_method" and len(node.args) > 2:  # x.permute(0, 2, 3, 1)
+        return _permuted_dim(node.args[1:], channel_dim, ndim)
+    return _permuted_dim(_argument(gm, node, 1, "dims"), channel_dim, ndim)
+
+
+class _Role(Enum):
+    """How an op may act on a unit's output without mixing its channels."""
+
+    ELEMENTWISE = "elementwise"  # any layout
+    CHANNEL_FIRST = "channel_first"  # per channel at dim 1 (BatchNorm, pooling)
+    PERMUTE = "permute"  # the neuron axis moves
+    SCALE = "scale"  # a multiply, channel-local if by a per-channel parameter
+
+
+def _local_role(gm: fx.GraphModule, node: fx.Node) -> _Role | None:
+    """The role ``node`` may play in a unit's channel-local tail, if any."""
     if node.op == "call_module":
         module = gm.get_submodule(str(node.target))
-        if node.args[0] is not source:
-            return None
         if isinstance(module, _ELEMENTWISE_MODULES):
-            return channel_dim
-        if isinstance(module, _CHANNEL_FIRST_MODULES) and channel_dim == 1:
-            return channel_dim
-        return None
-    if node.op == "call_function":
-        if node.target in _ELEMENTWISE_FUNCTIONS and node.args[0] is source:
-            return channel_dim
-        if node.target in _CHANNEL_FIRST_FUNCTIONS and node.args[0] is source:
-            return channel_dim if channel_dim == 1 else None
-        if node.target is torch.permute and node.args[0] is source:
-            return _permuted_dim(node.args[1], channel_dim, ndim)
+            return _Role.ELEMENTWISE
+        if isinstance(module, _CHANNEL_FIRST_MODULES):
+            return _Role.CHANNEL_FIRST
+    elif node.op == "call_function":
+        if node.target in _ELEMENTWISE_FUNCTIONS:
+            return _Role.ELEMENTWISE
+        if node.target in _CHANNEL_FIRST_FUNCTIONS:
+            return _Role.CHANNEL_FIRST
+        if node.target is torch.permute:
+            return _Role.PERMUTE
         if node.target in (operator.mul, torch.mul):
-            return _scale_dim(gm, node, source, channel_dim, ndim)
-        return None
-    if node.op == "call_method":
-        if node.args[0] is not source:
-            return None
+            return _Role.SCALE
+    elif node.op == "call_method":
         if node.target in _ELEMENTWISE_METHODS:
-            return channel_dim
+            return _Role.ELEMENTWISE
         if node.target == "permute":
-            dims = node.args[1] if len(node.args) == 2 else node.args[1:]
-            return _permuted_dim(dims, channel_dim, ndim)
+            return _Role.PERMUTE
     return None
+
+
+def _argument(gm: fx.GraphModule, node: fx.Node, position: int, keyword: str) -> object:
+    """Argument ``position`` of a call, given positionally or as ``keyword``."""
+    if len(node.args) > position:
+        return node.args[position]
+    if keyword in node.kwargs:
+        return node.kwargs[keyword]
+    if node.op != "call_method":  # a module's own keyword name: ask its signature
+        try:
+            normalized = node.normalized_arguments(gm, normalize_to_only_use_kwargs=True)
+        except Exception:  # noqa: BLE001 - fx raises RuntimeError/TypeError when ambiguous
+            normalized = None
+        values = list(normalized.kwargs.values()) if normalized is not None else []
+        if len(values) > position:
+            return values[position]
+    layer = node.target if node.op == "call_module" else node.name
+    raise UnsupportedModelError(
+        f"layer `{layer}`: cannot tell which argument is `{keyword}` (position {position}) of "
+        f"this call, args={node.args!r}, kwargs={dict(node.kwargs)!r}; pass it positionally."
+    )
 
 
 def _permuted_dim(dims: object, channel_dim: int, ndim: int) -> int | None:
@@ -333,11 +439,15 @@ def _permuted_dim(dims: object, channel_dim: int, ndim: int) -> int | None:
 
 
 def _scale_dim(
-    gm: fx.GraphModule, node: fx.Node, source: fx.Node, channel_dim: int, ndim: int
+    gm: fx.GraphModule,
+    operands: tuple[object, object],
+    source: fx.Node,
+    channel_dim: int,
+    ndim: int,
 ) -> int | None:
     """A multiply by a parameter that varies only along the channel axis (layer scale)."""
-    others = [a for a in node.args if a is not source]
-    if len(others) != 1 or len(node.args) != 2:
+    others = [a for a in operands if a is not source]
+    if len(others) != 1:
         return None
     other = others[0]
     if not isinstance(other, fx.Node) or other.op != "get_attr":

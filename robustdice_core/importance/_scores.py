@@ -46,25 +46,51 @@ def parse_score_names(text: str | Sequence[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ImportanceScores:
-    """Raw scores per score name and unit."""
+    """Raw scores per score name and unit.
+
+    Attributes:
+        raw: per score name, one ``[n_i]`` array per unit.
+        unit_names: the units' layer names (e.g. ``features.3``), for error messages; empty
+            when unknown (errors then give the unit index).
+    """
 
     raw: dict[str, tuple[np.ndarray, ...]]
+    unit_names: tuple[str, ...] = ()
 
     def points(self, names: Sequence[str]) -> list[np.ndarray]:
-        """Per unit, ``[n_i, len(names)]`` scores, each column min-max normalised to [0, 1]."""
+        """Per unit, ``[n_i, len(names)]`` scores, each column min-max normalised to [0, 1].
+
+        Raises:
+            InvalidParameterError: a score was not computed, or one is NaN or infinite.
+        """
         missing = [n for n in names if n not in self.raw]
         if missing:
             raise InvalidParameterError(f"scores {missing} were not computed.")
         units = len(next(iter(self.raw.values())))
         return [
-            np.stack([_min_max(self.raw[name][u]) for name in names], axis=1) for u in range(units)
+            np.stack([self._normalised(name, u) for name in names], axis=1) for u in range(units)
         ]
+
+    def _normalised(self, name: str, unit: int) -> np.ndarray:
+        values = np.asarray(self.raw[name][unit], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            label = self.unit_names[unit] if unit < len(self.unit_names) else str(unit)
+            raise InvalidParameterError(
+                f"importance score `{name}` of unit `{label}` (unit {unit}) must be finite, "
+                f"got {values[bad[0]]} at neuron {int(bad[0])} ({bad.size} non-finite); check "
+                "the model's weights and calibration images for NaN/inf, or leave this score out."
+            )
+        return _min_max(values)
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
+    """Scale finite ``values`` to [0, 1]; a constant score becomes 0."""
     low, high = float(values.min()), float(values.max())
-    if high - low <= 0.0 or not np.isfinite(high - low):
+    if not high > low:
         return np.zeros_like(values, dtype=np.float64)
+    if not np.isfinite(high - low):  # finite values whose range overflows: halve first
+        values, low, high = values / 2, low / 2, high / 2
     return (values - low) / (high - low)
 
 
@@ -104,7 +130,7 @@ def compute_scores(
                 tensors = {f"unit_{i}": torch.from_numpy(s) for i, s in enumerate(cached)}
                 atomic_write_bytes(path, save(tensors, metadata={"scorer": name}))
         raw[name] = cached
-    return ImportanceScores(raw)
+    return ImportanceScores(raw, unit_names=tuple(u.name for u in net.units))
 
 
 def _load(path: Path, units: int) -> tuple[np.ndarray, ...] | None:

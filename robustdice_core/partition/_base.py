@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from robustdice_core._errors import InvalidParameterError
 from robustdice_core.partition._partition import Partition
 
-__all__ = ["Partitioner"]
+__all__ = ["Partitioner", "check_partition_request"]
+
+
+def check_partition_request(
+    unit_sizes: Sequence[int], num_devices: int, *, method: str, min_devices: int = 1
+) -> None:
+    """The checks every partitioner runs before computing: one place for all entry points."""
+    try:
+        devices = operator.index(num_devices)
+    except TypeError:
+        raise InvalidParameterError(
+            f"`num_devices` must be a whole number, got {num_devices!r}."
+        ) from None
+    if devices < min_devices:
+        raise InvalidParameterError(
+            f"`num_devices` must be at least {min_devices} for {method}, got {devices}."
+        )
+    for i, size in enumerate(unit_sizes):
+        if size < 1:
+            raise InvalidParameterError(
+                f"unit {i} has {size} neurons; every unit must have at least one neuron "
+                "(leave empty layers out of the partition)."
+            )
 
 
 class Partitioner(ABC):
@@ -19,14 +42,14 @@ class Partitioner(ABC):
     min_devices: int = 1
 
     def partition(self, unit_sizes: Sequence[int], num_devices: int) -> Partition:
-        if num_devices < self.min_devices:
-            raise InvalidParameterError(
-                f"`num_devices` must be at least {self.min_devices} for {self.name}, "
-                f"got {num_devices}."
-            )
-        if any(s < 1 for s in unit_sizes):
-            raise InvalidParameterError("every unit must have at least one neuron.")
+        self.check_request(unit_sizes, num_devices)
         return self._partition(unit_sizes, num_devices)
+
+    def check_request(self, unit_sizes: Sequence[int], num_devices: int) -> None:
+        """Raise `InvalidParameterError` unless this partitioner can split ``unit_sizes``."""
+        check_partition_request(
+            unit_sizes, num_devices, method=self.name, min_devices=self.min_devices
+        )
 
     @abstractmethod
     def _partition(self, unit_sizes: Sequence[int], num_devices: int) -> Partition: ...

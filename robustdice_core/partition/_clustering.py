@@ -8,9 +8,11 @@ Two strategies with the same guarantee:
 - `DendrogramClustering`: a complete-linkage dendrogram built once per unit (scipy) and cut
   just below ``t`` for every threshold, O(n) per cut.
 
-Threshold semantics (DESIGN 3.3): ``t = 0`` leaves every neuron alone; ``t > 0`` and
-``t >= diameter`` (the unit's largest pairwise distance) gives a single cluster, by definition.
-Otherwise every cluster's largest pairwise distance is strictly below ``t``.
+Threshold semantics (DESIGN 3.3): the comparison is strict everywhere, as in the paper: every
+cluster's largest pairwise distance is below ``t``, and a pair exactly ``t`` apart stays apart.
+So ``t = 0`` leaves every neuron alone, ``t = diameter`` (the unit's largest pairwise distance)
+still separates the farthest pair, and only ``t > diameter`` gives a single cluster; the
+smallest such threshold is `PreparedUnit.one_cluster_threshold`.
 """
 
 from __future__ import annotations
@@ -37,17 +39,26 @@ class PreparedUnit(ABC):
     @property
     @abstractmethod
     def diameter(self) -> float:
-        """The largest pairwise distance (0 for a single neuron)."""
+        """The largest pairwise distance (0 for a single neuron); at ``t = diameter`` the
+        farthest pair is still apart (strict comparison)."""
+
+    @property
+    def one_cluster_threshold(self) -> float:
+        """The smallest threshold that gives one cluster: the float just above the diameter
+        (every pair is then below it), or 0 for a single neuron."""
+        if self.size <= 1:
+            return 0.0
+        return math.nextafter(self.diameter, math.inf)
 
     def labels(self, threshold: float) -> np.ndarray:
         """Cluster id of every neuron, numbered 0.. in order of first appearance."""
         if not threshold >= 0 or math.isinf(threshold):
             raise InvalidParameterError(
-                f"threshold must be a finite number >= 0, got {threshold!r}."
+                f"`threshold` must be a finite number >= 0, got {threshold!r}."
             )
-        if threshold == 0:
+        if threshold == 0:  # no distance is below 0 (shortcut of the strict rule)
             return np.arange(self.size)
-        if threshold >= self.diameter:
+        if threshold > self.diameter:  # every distance is below t (shortcut)
             return np.zeros(self.size, dtype=np.int64)
         return _first_appearance_order(self._labels(threshold))
 
@@ -166,11 +177,13 @@ class _DendrogramUnit(PreparedUnit):
         return self._diameter
 
     def _labels(self, threshold: float) -> np.ndarray:
+        # neighbours merged at a height of t or more are split: every cluster's complete
+        # linkage (its largest pairwise distance) is strictly below t
         run = np.concatenate([[0], np.cumsum(self._gap >= threshold)])
         return run[self._position]
 
     def cluster_ids(self, threshold: float) -> np.ndarray:
-        if threshold == 0 or threshold >= self.diameter:
+        if threshold == 0 or threshold > self.diameter:
             return self.labels(threshold)
         return self._labels(threshold)
 

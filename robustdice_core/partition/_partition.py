@@ -73,6 +73,10 @@ class Partition:
         if self.parity_device is not None and not 0 <= self.parity_device < self.num_devices:
             raise InvalidParameterError(f"`parity_device` {self.parity_device} out of range.")
         for i, (unit, size) in enumerate(zip(self.assignments, self.unit_sizes, strict=True)):
+            if size < 1:
+                raise InvalidParameterError(
+                    f"unit {i} has {size} neurons; every unit must have at least one neuron."
+                )
             if len(unit) != self.num_devices:
                 raise InvalidParameterError(
                     f"unit {i} is assigned to {len(unit)} devices, expected {self.num_devices}."
@@ -80,6 +84,7 @@ class Partition:
             indices = np.fromiter(itertools.chain.from_iterable(unit), dtype=np.int64)
             if indices.size and (indices.min() < 0 or indices.max() >= size):
                 raise InvalidParameterError(f"unit {i} has a neuron index outside [0, {size}).")
+            _check_no_repeats(i, unit, indices, size)
             held = np.zeros(size, dtype=bool)
             held[indices] = True
             if not held.all():
@@ -203,6 +208,8 @@ class Partition:
                     sorted((str(k), str(v)) for k, v in data.get("options", {}).items())
                 ),
             )
+        except InvalidParameterError as err:  # well-formed but breaks a rule
+            raise CorruptFileError(f"invalid partition data: {err}") from err
         except (KeyError, TypeError, ValueError) as err:
             raise CorruptFileError(f"malformed partition data: {err!r}.") from err
 
@@ -218,6 +225,21 @@ class Partition:
         if not isinstance(data, dict):
             raise CorruptFileError("partition JSON must be an object.")
         return cls.from_dict(data)
+
+
+def _check_no_repeats(
+    unit: int, devices: tuple[tuple[int, ...], ...], indices: np.ndarray, size: int
+) -> None:
+    """A device computes a neuron at most once (``indices``: every device's list, chained)."""
+    device = np.repeat(np.arange(len(devices)), [len(n) for n in devices])
+    keys = np.sort(device * size + indices)  # (device, neuron) pairs, sorted
+    repeated = np.flatnonzero(keys[1:] == keys[:-1])
+    if repeated.size:
+        d, j = divmod(int(keys[repeated[0]]), size)
+        raise InvalidParameterError(
+            f"unit {unit}, device {d} lists neuron {j} twice; a device holds each neuron at "
+            "most once (remove the repeat)."
+        )
 
 
 def _sorted_unique(values: np.ndarray | Sequence[int]) -> np.ndarray:

@@ -59,14 +59,22 @@ class RobustDiCE(Partitioner):
         clustering: Clustering | None = None,
     ) -> None:
         self.clustering = clustering or DendrogramClustering()
-        self._units: list[PreparedUnit] = [self.clustering.prepare(p) for p in points]
-        self._importance = [np.asarray(p, dtype=np.float64).sum(axis=1) for p in points]
+        arrays = [_checked_points(i, p) for i, p in enumerate(points)]
+        self._units: list[PreparedUnit] = [self.clustering.prepare(p) for p in arrays]
+        self._importance = [p.sum(axis=1) for p in arrays]
         self.thresholds = self._expand(thresholds)
 
     @property
     def diameters(self) -> list[float]:
-        """Per unit, the threshold at and above which the unit is one cluster."""
+        """Per unit, the largest pairwise distance; thresholds *above* it give one cluster
+        (at the diameter itself the farthest pair stays apart: the comparison is strict)."""
         return [u.diameter for u in self._units]
+
+    @property
+    def one_cluster_thresholds(self) -> list[float]:
+        """Per unit, the smallest threshold that gives one cluster (the float just above the
+        diameter, 0 for a single neuron): the natural upper bound of a threshold search."""
+        return [u.one_cluster_threshold for u in self._units]
 
     def _expand(self, thresholds: Sequence[float] | float) -> tuple[float, ...]:
         if isinstance(thresholds, (int, float)):
@@ -95,13 +103,13 @@ class RobustDiCE(Partitioner):
         *,
         unit_sizes: Sequence[int] | None = None,
     ) -> Partition:
-        """Partition at another threshold vector, reusing the prepared clustering."""
+        """Partition at another threshold vector, reusing the prepared clustering; validated
+        as `partition` is (`check_request`)."""
         values = self._expand(thresholds)
         sizes = [u.size for u in self._units]
         if unit_sizes is not None and list(unit_sizes) != sizes:
-            raise InvalidParameterError(
-                "`unit_sizes` do not match the number of scored neurons per unit."
-            )
+            raise InvalidParameterError(_size_mismatch(list(unit_sizes), sizes))
+        self.check_request(sizes, num_devices)
         per_device = [
             deal_clusters(unit.cluster_ids(t), importance, num_devices)
             for unit, importance, t in zip(self._units, self._importance, values, strict=True)
@@ -113,3 +121,33 @@ class RobustDiCE(Partitioner):
             thresholds=values,
             options={"clustering": self.clustering.name},
         )
+
+
+def _checked_points(unit: int, points: np.ndarray) -> np.ndarray:
+    """``points`` as a float64 ``[n, d]`` array of finite values, else a clear error."""
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 2:
+        raise InvalidParameterError(
+            f"`points` of unit {unit} must be a 2-D [neurons, scores] array, got shape "
+            f"{array.shape}."
+        )
+    bad = np.argwhere(~np.isfinite(array))
+    if bad.size:
+        j, k = (int(v) for v in bad[0])
+        raise InvalidParameterError(
+            f"`points` of unit {unit} must be finite, got {array[j, k]} at neuron {j}, score "
+            f"column {k}; check the importance scores (`ImportanceScores.points` rejects them)."
+        )
+    return array
+
+
+def _size_mismatch(given: list[int], scored: list[int]) -> str:
+    if len(given) != len(scored):
+        where = f"{len(given)} units given, {len(scored)} scored"
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(given, scored, strict=True)) if a != b)
+        where = f"unit {i}: {given[i]} given, {scored[i]} scored"
+    return (
+        f"`unit_sizes` must match the scored neurons per unit ({where}); pass the sizes of "
+        "the units the scores were computed for."
+    )

@@ -44,8 +44,12 @@ class ModelSpec(ABC):
         """The architecture with freshly initialised weights."""
 
     @abstractmethod
-    def default_state_dict(self) -> tuple[dict[str, Tensor], str]:
-        """The model's own weights and a label of their source; MissingResourceError if none."""
+    def default_state_dict(self, *, download: bool = True) -> tuple[dict[str, Tensor], str]:
+        """The model's own weights and a label of their source; MissingResourceError if none.
+
+        Args:
+            download: False: never reach for the network, use only what is stored locally.
+        """
 
     def eval_data(
         self, data: Path | None, *, calibration_size: int | None, test_size: int | None
@@ -118,8 +122,9 @@ def load_model(
     Args:
         name: a registered model name (`MODELS.names()`).
         weights: a local state-dict file that overrides the model's own weights.
-        require_weights: when False and no weights can be had, return the architecture with
-            random weights (for cost-only work); accuracy must never be computed on it.
+        require_weights: when False, the run needs the architecture only: weights already
+            stored locally are used, nothing is downloaded, and without them the architecture
+            comes with random weights (for cost-only work; never for accuracy).
     """
     spec = MODELS.get(name)
     module = spec.build()
@@ -127,7 +132,7 @@ def load_model(
         state, source = load_state_dict_file(weights), f"file:{weights}"
     else:
         try:
-            state, source = spec.default_state_dict()
+            state, source = spec.default_state_dict(download=require_weights)
         except MissingResourceError:
             if require_weights:
                 raise

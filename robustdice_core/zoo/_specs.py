@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 from robustdice_core._errors import InvalidParameterError, MissingResourceError
 from robustdice_core.zoo._data import EvalData, digits_splits, image_folder_data
 from robustdice_core.zoo._reference import DigitsAlexNet, DigitsConvNeXt, DigitsVGGBN
-from robustdice_core.zoo._registry import MODELS, ModelSpec
+from robustdice_core.zoo._registry import MODELS, ModelSpec, load_state_dict_file
 from robustdice_core.zoo._training import TrainingRecipe, trained_state_dict
 
 __all__ = ["DigitsSpec", "TorchvisionSpec", "DEFAULT_MODEL"]
@@ -42,7 +43,8 @@ class DigitsSpec(ModelSpec):
     def build(self) -> nn.Module:
         return self._factory()
 
-    def default_state_dict(self) -> tuple[dict[str, Tensor], str]:
+    def default_state_dict(self, *, download: bool = True) -> tuple[dict[str, Tensor], str]:
+        """Trained locally (or read from the cache): no network either way."""
         train, _, _ = digits_splits()
         state = trained_state_dict(self.name, self.build(), train, self._recipe)
         return state, "trained:digits (cached)"
@@ -82,8 +84,22 @@ class TorchvisionSpec(ModelSpec):
     def build(self) -> nn.Module:
         return torchvision.models.get_model(self.name, weights=None)
 
-    def default_state_dict(self) -> tuple[dict[str, Tensor], str]:
+    def cached_weights_path(self) -> Path:
+        """Where torch's hub cache keeps the published weights (`torch.hub.get_dir()`)."""
+        filename = Path(urllib.parse.urlparse(self.weights_enum.url).path).name
+        return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+    def default_state_dict(self, *, download: bool = True) -> tuple[dict[str, Tensor], str]:
         weights = self.weights_enum
+        if not download:
+            cached = self.cached_weights_path()
+            if not cached.is_file():
+                raise MissingResourceError(
+                    f"the published weights {weights} for `{self.name}` are not in torch's "
+                    f"cache ({cached}) and downloading is off; pass `--weights PATH` to a local "
+                    "state dict."
+                )
+            return load_state_dict_file(cached), f"published:{weights}"
         try:
             state = weights.get_state_dict(progress=False, check_hash=True)
         except Exception as err:  # urllib/hash/IO errors: all mean "not available here"

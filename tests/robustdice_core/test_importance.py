@@ -269,6 +269,42 @@ def test_points_are_min_max_normalised_per_unit_and_score() -> None:
         scores.points(["s2"])
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_scores_are_rejected_naming_the_unit_and_score(bad: float) -> None:
+    """A NaN/inf score used to become 0 for the whole unit, silently."""
+    scores = ImportanceScores(
+        {
+            "s1": (np.array([1.0, 2.0]), np.array([1.0, 2.0])),
+            "s2": (np.array([1.0, 2.0]), np.array([0.5, bad])),
+        },
+        unit_names=("features.0", "features.3"),
+    )
+    scores.points(["s1"])  # only the selected scores are used, and checked
+    with pytest.raises(InvalidParameterError, match=r"`s2` of unit `features\.3` .*neuron 1"):
+        scores.points(["s1", "s2"])
+
+
+def test_compute_scores_names_the_unit_of_a_non_finite_score(
+    tiny: tuple[nn.Sequential, MaskedNetwork],
+) -> None:
+    _, net = tiny
+
+    class Broken(MagnitudeScorer):
+        def score(
+            self, net: MaskedNetwork, calibration: LabelledImages | None
+        ) -> list[np.ndarray]:
+            scores = super().score(net, calibration)
+            scores[1][0] = math.nan
+            return scores
+
+    scores = compute_scores(
+        net, None, ["s1"], weights_hash="w0", scorers={"s1": Broken()}, use_cache=False
+    )
+    assert scores.unit_names == tuple(u.name for u in net.units)
+    with pytest.raises(InvalidParameterError, match=f"`s1` of unit `{net.units[1].name}`"):
+        scores.points(["s1"])
+
+
 def test_points_of_real_scores_lie_in_the_unit_cube(
     tiny: tuple[nn.Sequential, MaskedNetwork],
 ) -> None:

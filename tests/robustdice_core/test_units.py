@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Callable
 
@@ -9,11 +10,13 @@ import pytest
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
-from robustdice_core import UnsupportedModelError
-from robustdice_core.units import TracedModel, Unit, trace_model
+from robustdice_core import InvalidParameterError, UnsupportedModelError
+from robustdice_core.masking import MaskedNetwork
+from robustdice_core.units import TracedModel, Unit, UnitKind, trace_model
 from robustdice_core.zoo import LoadedModel
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -166,6 +169,20 @@ def test_unit_to_dict_round_trips(paper_model: PaperModel) -> None:
         assert restored == unit
 
 
+def test_unit_kind_is_a_str_enum_that_serialises_as_before(paper_model: PaperModel) -> None:
+    _, traced = paper_model("alexnet")
+    first, last = traced.units[0], traced.units[-1]
+    assert first.kind is UnitKind.CONV and last.kind is UnitKind.LINEAR
+    assert str(first.kind) == f"{first.kind}" == "conv" == first.kind  # a plain-value tie key
+    assert {str(kind) for kind in UnitKind} == {"conv", "depthwise_conv", "linear"}
+    data = first.to_dict()
+    assert type(data["kind"]) is str and json.dumps(data["kind"]) == '"conv"'
+    restored = Unit(**{**data, "sync_shape": tuple(data["sync_shape"])})  # type: ignore[arg-type]
+    assert restored == first and restored.kind is UnitKind.CONV
+    with pytest.raises(InvalidParameterError, match="`kind` of unit `features.0` must be one of"):
+        Unit(**{**data, "kind": "attention"})  # type: ignore[arg-type]
+
+
 def test_linear_in_nhwc_layout_has_channel_last() -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 1), _Permute((0, 2, 3, 1)), nn.Linear(4, 6), nn.GELU())
     traced = trace_model(model, (1, 3, 3))
@@ -201,6 +218,58 @@ def test_residual_branch_ends_the_unit() -> None:
     traced = trace_model(Skip(), (2, 2, 2))
     assert traced.units[0].local_ops == ("bn",)
     assert traced.units[0].sync_node == "bn"
+
+
+# --------------------------------------------------------------------------- keyword arguments
+def _to_nhwc(y: Tensor) -> Tensor:
+    return y.permute(0, 2, 3, 1)
+
+
+KeywordCall = Callable[["_KeywordCall", Tensor], Tensor]
+
+
+class _KeywordCall(nn.Module):
+    """conv -> one channel-local op called with keywords -> NHWC -> Linear."""
+
+    def __init__(self, call: KeywordCall) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 1)
+        self.act = nn.ReLU()
+        self.scale = nn.Parameter(torch.full((1, 4, 1, 1), 0.5))
+        self.head = nn.Linear(4, 6)
+        self.call = call
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.call(self, self.conv(x)))
+
+
+_KEYWORD_CALLS: dict[str, KeywordCall] = {
+    "torch.sigmoid(input=)": lambda m, y: _to_nhwc(torch.sigmoid(input=y)),
+    "torch.relu(input=)": lambda m, y: _to_nhwc(torch.relu(input=y)),
+    "torch.permute(x, dims=)": lambda m, y: torch.sigmoid(torch.permute(y, dims=(0, 2, 3, 1))),
+    "torch.permute(input=, dims=)": lambda m, y: torch.relu(
+        torch.permute(input=y, dims=(0, 2, 3, 1))
+    ),
+    "x.permute(dims=)": lambda m, y: torch.relu(y.permute(dims=(0, 2, 3, 1))),
+    "module(input=)": lambda m, y: _to_nhwc(m.act(input=y)),
+    "torch.mul(input=, other=)": lambda m, y: _to_nhwc(torch.mul(input=y, other=m.scale)),
+    "F.max_pool2d(input=)": lambda m, y: _to_nhwc(F.max_pool2d(input=y, kernel_size=1)),
+}
+
+
+@pytest.mark.parametrize("form", sorted(_KEYWORD_CALLS))
+def test_keyword_arguments_are_read_like_positional_ones(form: str) -> None:
+    """``torch.sigmoid(input=x)`` or ``torch.permute(x, dims=...)`` used to end in an
+    IndexError; keywords now resolve to the same channel-local tail as positional calls."""
+    traced = trace_model(_KeywordCall(_KEYWORD_CALLS[form]), (1, 3, 3))
+    conv, head = traced.units
+    assert len(conv.local_ops) == 2, conv.local_ops  # the op and the permute
+    assert conv.channel_dim == 3 and conv.sync_shape == (3, 3, 4)
+    assert head.channel_dim == 3 and head.sync_shape == (3, 3, 6)
+    net = MaskedNetwork(traced)
+    with torch.no_grad(), net.masked([torch.tensor([[1.0, 0.0, 1.0, 1.0]]), None]):
+        out = net(torch.randn(2, 1, 3, 3))
+    assert out.shape == (2, 3, 3, 6)
 
 
 # --------------------------------------------------------------------------- unsupported
@@ -300,3 +369,27 @@ def test_parametrised_custom_layer_is_rejected_by_name() -> None:
 def test_nested_control_flow_error_names_the_layer() -> None:
     with pytest.raises(UnsupportedModelError, match="gate|_Gate"):
         trace_model(_NestedFlow(), (8,))
+
+
+def _tiny_vision_transformer() -> nn.Module:
+    """torchvision's ViT (class token, multi-head attention), shrunk to build in a moment."""
+    return torchvision.models.VisionTransformer(
+        image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16
+    )
+
+
+def test_vision_transformer_is_refused_as_attention_not_as_class_token() -> None:
+    with pytest.raises(UnsupportedModelError) as info:
+        trace_model(_tiny_vision_transformer(), (3, 32, 32), name="vit-tiny")
+    message = str(info.value)
+    assert message.startswith("`vit-tiny`: layer `encoder.layers.encoder_layer_0.self_attention`")
+    assert "multi-head attention" in message and "cannot be partitioned by neuron" in message
+    assert "RobustDiCE supports CNNs" in message and "docs/semantics.md" in message
+    assert "class_token" not in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_vit_b_16_is_refused_as_attention() -> None:
+    model = torchvision.models.get_model("vit_b_16", weights=None)
+    with pytest.raises(UnsupportedModelError, match=r"`vit_b_16`: .*self_attention.*attention"):
+        trace_model(model, (3, 224, 224), name="vit_b_16")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import urllib.error
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from safetensors.torch import save_file
 from torch import Tensor
@@ -135,6 +137,48 @@ def test_missing_published_weights_name_the_flag(
     fallback = load_model("alexnet", require_weights=False)
     assert not fallback.has_weights
     assert fallback.weights_source == "random (architecture only)"
+
+
+def _forbid_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """An empty torch home at ``tmp_path`` and every download entry point recording calls."""
+    calls: list[str] = []
+
+    def download(*args: object, **kwargs: object) -> None:
+        calls.append(str(args[0]) if args else "?")
+        raise urllib.error.URLError("downloads are forbidden in this test")
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # get_dir() follows TORCH_HOME
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", download)
+    return calls
+
+
+def test_architecture_only_load_never_downloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dse optimize --objectives mem,energy` needs no weights: no download is attempted."""
+    calls = _forbid_downloads(monkeypatch, tmp_path)
+    loaded = load_model("alexnet", require_weights=False)
+    assert calls == []
+    assert not loaded.has_weights and loaded.weights_source == "random (architecture only)"
+
+
+def test_architecture_only_load_uses_weights_already_in_the_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _forbid_downloads(monkeypatch, tmp_path)
+    spec = TorchvisionSpec("squeezenet1_0", "SqueezeNet")  # small: a 5 MB state dict
+    torch.manual_seed(3)
+    state = spec.build().state_dict()
+    filename = Path(urllib.parse.urlparse(spec.weights_enum.url).path).name
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(state, tmp_path / "hub" / "checkpoints" / filename)
+    cached, source = spec.default_state_dict(download=False)
+    assert calls == []
+    assert source == "published:SqueezeNet1_0_Weights.IMAGENET1K_V1"
+    assert cached.keys() == state.keys() and all(torch.equal(cached[k], state[k]) for k in state)
 
 
 def test_torchvision_eval_data_needs_a_folder() -> None:

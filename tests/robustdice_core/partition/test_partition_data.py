@@ -122,6 +122,11 @@ def test_malformed_json_raises_corrupt_file_error(text: str, match: str) -> None
         ({"assignments": (((0, 1, 2, 3),), ((0, 1),))}, "assigned to 1 devices, expected 3"),
         ({"assignments": (((0,), (1,), (2, 9)), ((0,), (1,), ()))}, r"outside \[0, 4\)"),
         ({"assignments": (((0,), (1,), (2,)), ((0,), (1,), ()))}, "neuron 3 is held by no"),
+        (
+            {"assignments": (((0, 1), (2, 0, 2), (3,)), ((0,), (1,), ()))},
+            "unit 0, device 1 lists neuron 2 twice",
+        ),
+        ({"unit_sizes": (4, 0)}, "unit 1 has 0 neurons"),
         ({"parity_device": 3}, "`parity_device` 3 out of range"),
     ],
 )
@@ -136,3 +141,13 @@ def test_invalid_partitions_are_rejected(change: dict[str, Any], match: str) -> 
     }
     with pytest.raises(InvalidParameterError, match=match):
         Partition(**{**fields, **change})
+
+
+def test_from_dict_rejects_a_neuron_listed_twice_on_one_device() -> None:
+    """Read as is, [0, 1, 0] on one device would count neuron 0 twice (replication 4/3)."""
+    data = Partition.from_arrays("manual", [3], [[np.array([0, 1, 2])]]).to_dict()
+    data["assignments"][0][0] = [0, 1, 0, 2]
+    with pytest.raises(CorruptFileError, match="unit 0, device 0 lists neuron 0 twice"):
+        Partition.from_dict(data)
+    with pytest.raises(CorruptFileError, match="unit 0, device 0 lists neuron 0 twice"):
+        Partition.from_json(json.dumps(data))

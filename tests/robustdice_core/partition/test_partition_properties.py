@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -84,7 +85,7 @@ def test_partition_guarantees(
     if threshold == 0:  # every neuron alone: full replication
         assert partition.holdings(0).all()
         assert partition.replication_factor == nd
-    elif threshold >= diameter:  # the documented rule: one cluster, padding only
+    elif threshold > diameter:  # every pair below t: one cluster, padding only
         assert np.all(labels == 0)
         assert partition.replication_factor <= 1 + (nd - 1) / size + 1e-12
         assert partition.replication_factor == -(-size // nd) * nd / size
@@ -152,10 +153,17 @@ def test_larger_thresholds_replicate_less_with_the_dendrogram() -> None:
     assert factors[-1] == 52 / 50
 
 
-def test_diameters_are_the_threshold_of_one_cluster() -> None:
+def test_one_cluster_thresholds_sit_just_above_the_diameters() -> None:
     points = [np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5]]), np.array([[0.2, 0.4]])]
     partitioner = RobustDiCE(points)
     assert partitioner.diameters == pytest.approx([2**0.5, 0.0])
+    diameter = partitioner.diameters[0]
+    assert partitioner.one_cluster_thresholds == [math.nextafter(diameter, math.inf), 0.0]
+    # one cluster of 3 over 3 devices (no padding) + a lone neuron on every device
+    one = partitioner.partition_for(partitioner.one_cluster_thresholds, 3)
+    assert one.replication_factor == 6 / 4
+    # at t = diameter the farthest pair stays apart: clusters of 2 and 1, each padded to 3
+    assert partitioner.partition_for([diameter, 0.0], 3).replication_factor == 9 / 4
 
 
 # --------------------------------------------------------------------------- validation
@@ -177,3 +185,31 @@ def test_unit_sizes_must_match_the_scored_neurons() -> None:
         partitioner.partition([4], 2)
     with pytest.raises(InvalidParameterError, match="`num_devices`"):
         partitioner.partition([3], 0)
+
+
+@pytest.mark.parametrize("clustering", CLUSTERINGS)
+def test_partition_for_validates_like_partition(clustering: type[Clustering]) -> None:
+    """One shared check: an empty unit or too few devices is a clear error from both entry
+    points (partition_for used to end in a ZeroDivisionError)."""
+    empty = RobustDiCE([np.zeros((3, 2)), np.zeros((0, 2))], 0.1, clustering=clustering())
+    with pytest.raises(InvalidParameterError, match="unit 1 has 0 neurons"):
+        empty.partition([3, 0], 2)
+    with pytest.raises(InvalidParameterError, match="unit 1 has 0 neurons"):
+        empty.partition_for(0.1, 2)
+    partitioner = RobustDiCE([np.zeros((3, 2))], 0.1, clustering=clustering())
+    for bad in (0, -1):
+        match = f"`num_devices` must be at least 1 for robustdice, got {bad}"
+        with pytest.raises(InvalidParameterError, match=match):
+            partitioner.partition([3], bad)
+        with pytest.raises(InvalidParameterError, match=match):
+            partitioner.partition_for(0.1, bad)
+
+
+@pytest.mark.parametrize("clustering", CLUSTERINGS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_points_are_rejected_naming_the_unit(
+    clustering: type[Clustering], bad: float
+) -> None:
+    points = [np.zeros((3, 2)), np.array([[0.0, 0.1], [bad, 0.2]])]
+    with pytest.raises(InvalidParameterError, match=r"`points` of unit 1 .*neuron 1"):
+        RobustDiCE(points, clustering=clustering())
