@@ -66,7 +66,7 @@ class RobustnessProblem:
         self.partitioner = self.bench.robustdice(settings.clustering)
         self.space: ThresholdSpace = build_space(
             self.bench.net.units,
-            self.partitioner.diameters,
+            self.partitioner.one_cluster_thresholds,
             tie=settings.tie,
             threshold_range=settings.threshold_range,
         )

@@ -68,15 +68,17 @@ def check_threshold_range(threshold_range: tuple[float, float]) -> None:
 
 def build_space(
     units: Sequence[Unit],
-    diameters: Sequence[float],
+    one_cluster: Sequence[float],
     *,
     tie: str = "none",
     threshold_range: tuple[float, float] | None = None,
 ) -> ThresholdSpace:
-    """One parameter per tie group; by default ranging over [0, largest diameter in the group].
+    """One parameter per tie group; by default ranging over [0, h] with h the largest of the
+    group's one-cluster thresholds (`RobustDiCE.one_cluster_thresholds`).
 
-    A threshold at or above a unit's diameter already gives one cluster, so larger values
-    add nothing; ``threshold_range`` overrides the range for every parameter.
+    Thresholds compare strictly (DESIGN 3.3): a unit is one cluster only for t above its
+    diameter, so h is the float just above it; larger values add nothing.
+    ``threshold_range`` overrides the range for every parameter.
     """
     key_of = TIE_MODES.get(tie)
     if threshold_range is not None:
@@ -84,12 +86,12 @@ def build_space(
     keys: list[str] = []
     unit_param: list[int] = []
     group_high: dict[str, float] = {}
-    for unit, diameter in zip(units, diameters, strict=True):
+    for unit, high in zip(units, one_cluster, strict=True):
         key = key_of(unit)
         if key not in group_high:
             keys.append(key)
             group_high[key] = 0.0
-        group_high[key] = max(group_high[key], diameter)
+        group_high[key] = max(group_high[key], high)
         unit_param.append(keys.index(key))
     if threshold_range is not None:
         lows, highs = [threshold_range[0]] * len(keys), [threshold_range[1]] * len(keys)

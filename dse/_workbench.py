@@ -80,7 +80,7 @@ def open_workbench(
         names = data_free
     if not loaded.has_weights:
         notes.append("architecture only: no weights found, costs use random weights")
-    traced = trace_model(loaded.module, loaded.spec.input_shape)
+    traced = trace_model(loaded.module, loaded.spec.input_shape, name=loaded.spec.name)
     net = MaskedNetwork(traced)
     calibration = eval_data.calibration if eval_data is not None else None
     scores = compute_scores(net, calibration, names, weights_hash=loaded.weights_hash())

@@ -203,7 +203,8 @@ def optimize(
         str, typer.Option(help=f"Tie thresholds across units: {_choices(TIE_MODES.names())}.")
     ] = DEFAULTS.tie,
     threshold_range: Annotated[
-        str | None, typer.Option(help="LOW,HIGH for every threshold (default: per-unit diameter).")
+        str | None,
+        typer.Option(help="LOW,HIGH for every threshold (default: 0 to one cluster per unit)."),
     ] = None,
     scores: ScoresOpt = ",".join(DEFAULTS.scores),
     clustering: ClusteringOpt = DEFAULTS.clustering,

@@ -22,11 +22,12 @@ from robustdice_core.partition import (
     BASELINES,
     CDC,
     LOP,
+    PARTITIONERS,
     FullReplication,
     Partition,
     RobustDiCE,
 )
-from robustdice_core.units import TracedModel, Unit, trace_model
+from robustdice_core.units import TracedModel, Unit, UnitKind, trace_model
 
 __all__ = [
     "BASELINES",
@@ -39,6 +40,7 @@ __all__ = [
     "LOP",
     "MaskedNetwork",
     "MissingResourceError",
+    "PARTITIONERS",
     "Partition",
     "Registry",
     "RobustDiCE",
@@ -47,6 +49,7 @@ __all__ = [
     "TracedModel",
     "UnknownNameError",
     "Unit",
+    "UnitKind",
     "UnsupportedModelError",
     "failure_sets",
     "parse_enum",

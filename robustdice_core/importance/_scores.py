@@ -33,15 +33,7 @@ for _scorer in (MagnitudeScorer, TaylorScorer, DivergenceScorer):
 
 def parse_score_names(text: str | Sequence[str]) -> tuple[str, ...]:
     """``"s1,s3"`` or ``["s1", "s3"]`` -> ``("s1", "s3")``, checked: non-empty, known, unique."""
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
-    names = [n for n in names if n]
-    if not names:
-        raise InvalidParameterError("`scores` must name at least one of s1, s2, s3.")
-    for name in names:
-        SCORERS.get(name)
-    if len(set(names)) != len(names):
-        raise InvalidParameterError(f"`scores` lists a score twice: {','.join(names)}.")
-    return tuple(names)
+    return SCORERS.parse_list(text, "scores")
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,14 @@ from robustdice_core.partition._clustering import (
 from robustdice_core.partition._partition import Partition, Recovery
 from robustdice_core.partition._robustdice import RobustDiCE, deal_clusters
 
+# Every method, RobustDiCE beside the baselines it is compared with (DESIGN 3.4).
+PARTITIONERS: Registry[type[Partitioner]] = Registry("partitioner")
+# The ones that need no importance scores: constructed with no arguments.
 BASELINES: Registry[type[Partitioner]] = Registry("baseline partitioner")
-for _cls in (LOP, FullReplication, CDC):
-    BASELINES.add(_cls.name, _cls)
+for _baseline in (LOP, FullReplication, CDC):
+    BASELINES.add(_baseline.name, _baseline)
+for _method in (RobustDiCE, LOP, FullReplication, CDC):
+    PARTITIONERS.add(_method.name, _method)
 
 CLUSTERINGS: Registry[type[Clustering]] = Registry("clustering")
 for _clustering in (DendrogramClustering, GreedyClustering):
@@ -31,6 +36,7 @@ __all__ = [
     "FullReplication",
     "GreedyClustering",
     "LOP",
+    "PARTITIONERS",
     "Partition",
     "Partitioner",
     "PreparedUnit",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from dse import TIE_MODES, build_space
@@ -81,3 +82,17 @@ def test_stage_tying_on_the_real_convnext_tiny() -> None:
     assert len(traced.units) == 59
     assert len(space.names) == 14
     assert "t:features.1/block.3" in space.names
+
+
+def test_the_top_of_the_range_is_one_cluster_under_the_strict_comparison() -> None:
+    """Three neurons at 0, 0.5, 1 (diameter 1): t = 1 keeps 0 and 1 apart (replication 2 on
+    3 devices), the space's upper end makes one cluster (no replication)."""
+    from robustdice_core import RobustDiCE
+
+    points = [np.array([[0.0], [0.5], [1.0]])]
+    partitioner = RobustDiCE(points)
+    space = build_space([_unit(0, "features.0")], partitioner.one_cluster_thresholds)
+    assert space.high[0] > 1.0 and space.high[0] == pytest.approx(1.0)
+    top = partitioner.partition_for(space.thresholds(space.high), 3)
+    assert top.replication_factor == 1.0
+    assert partitioner.partition_for(1.0, 3).replication_factor == 2.0

@@ -193,3 +193,11 @@ def test_cdc_recovery_spec() -> None:
     assert slices.tolist() == [[0, 1, 2, 3], [4, 5, 6, 10], [7, 8, 9, 10]]  # padded with C
     assert lost.tolist() == [-1, 0, 2, -1, -1, -1]
     assert LOP().partition([10], 4).recovery(sets) is None
+
+
+def test_every_method_is_registered_in_one_place() -> None:
+    from robustdice_core import BASELINES, PARTITIONERS
+
+    assert PARTITIONERS.names() == ["cdc", "lop", "replication", "robustdice"]
+    assert set(BASELINES.names()) == set(PARTITIONERS.names()) - {"robustdice"}
+    assert all(PARTITIONERS.get(n).name == n for n in PARTITIONERS.names())
