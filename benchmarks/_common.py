@@ -116,9 +116,11 @@ class BenchResult:
 
 
 def write_result(result: BenchResult, directory: Path = RESULTS_DIR) -> Path:
-    """Write ``<directory>/<name>.json`` atomically and return its path."""
+    """Write ``<directory>/<name>.json`` atomically and return its path; a smoke run
+    (``settings["quick"]``) goes to ``<name>.quick.json`` and never replaces a real result."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{result.name}.json"
+    suffix = ".quick.json" if result.settings.get("quick") else ".json"
+    path = directory / f"{result.name}{suffix}"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n")
     tmp.replace(path)
