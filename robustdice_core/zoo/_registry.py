@@ -91,6 +91,7 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
 
 
 def _apply_state_dict(module: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    _check_finite(state, source)
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as err:  # same keys, other shapes
@@ -109,6 +110,17 @@ def _apply_state_dict(module: nn.Module, state: dict[str, Tensor], source: str) 
             f"weights from {source} do not fit this model ({'; '.join(problems)}); check that "
             "the file belongs to the chosen `--model`."
         )
+
+
+def _check_finite(state: dict[str, Tensor], source: str) -> None:
+    """Weights with NaN or inf make every method read chance accuracy: refuse them by name."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CorruptFileError(
+                f"weights from {source}: tensor `{key}` holds {bad} NaN or infinite value(s); "
+                "the file is damaged or from a diverged training run."
+            )
 
 
 def load_model(

@@ -57,6 +57,15 @@ class DigitsSpec(ModelSpec):
                 f"`--data` is for ImageNet models; `{self.name}` uses the embedded digits set."
             )
         _, calibration, test = digits_splits()
+        for flag, size, available in (
+            ("--calibration-size", calibration_size, len(calibration)),
+            ("--test-size", test_size, len(test)),
+        ):
+            if size is not None and size > available:
+                raise InvalidParameterError(
+                    f"`{flag}` {size} is more than the {available} images of the digits set's "
+                    f"split; pass at most {available}."
+                )
         if calibration_size is not None:
             calibration = type(calibration)(
                 calibration.images[:calibration_size], calibration.labels[:calibration_size]

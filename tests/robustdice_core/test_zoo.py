@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import urllib.error
 import urllib.parse
 from collections.abc import Callable
@@ -93,6 +95,10 @@ def test_digits_eval_data_sizes_and_no_folder() -> None:
     assert (len(data.calibration), len(data.test)) == (32, 50)
     with pytest.raises(InvalidParameterError, match="`--data` is for ImageNet models"):
         spec.eval_data(Path("."), calibration_size=None, test_size=None)
+    with pytest.raises(InvalidParameterError, match="`--test-size` 100000 is more than the 500"):
+        spec.eval_data(None, calibration_size=None, test_size=100000)
+    with pytest.raises(InvalidParameterError, match="`--calibration-size` 9999 is more"):
+        spec.eval_data(None, calibration_size=9999, test_size=None)
 
 
 def test_training_is_cached_and_deterministic(
@@ -230,6 +236,17 @@ def test_corrupt_weights_file(
     else:
         path.write_bytes(content)
     with pytest.raises(CorruptFileError, match=match):
+        load_model("digits-alexnet", weights=path)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_weights_with_non_finite_values_are_rejected_by_name(tmp_path: Path, bad: float) -> None:
+    state = _random_state("digits-alexnet")
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key].view(-1)[0] = bad
+    path = tmp_path / "weights.pth"
+    torch.save(state, path)
+    with pytest.raises(CorruptFileError, match=f"tensor `{re.escape(key)}` holds 1 NaN"):
         load_model("digits-alexnet", weights=path)
 
 
