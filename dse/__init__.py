@@ -6,7 +6,7 @@ The names below are the library API; tests, benchmarks and the command line use 
 from __future__ import annotations
 
 from dse._compare import MethodResult, compare_methods
-from dse._export import baselines_frame, front_trials, trials_frame
+from dse._export import baselines_frame, front_trials, trials_frame, units_frame
 from dse._objectives import OBJECTIVES, AccuracyMetric, AccuracySettings, Objective, TrialOutcome
 from dse._optimize import (
     OptimizeResult,
@@ -17,11 +17,27 @@ from dse._optimize import (
     run_study,
 )
 from dse._pareto import ReferenceBox, hypervolume, pareto_mask
+from dse._pick import PICK_RULES, PickRule, pick_trial
 from dse._problem import BASELINE_NAMES, Evaluation, RobustnessProblem
 from dse._pymoo_sampler import PymooSampler
-from dse._record import RETRY_OF_ATTR, TrialRecord, is_feasible
+from dse._record import (
+    FAIL_REASON_ATTR,
+    RETRY_OF_ATTR,
+    TrialRecord,
+    is_feasible,
+    named_constraints,
+    record_constraints,
+)
+from dse._results import (
+    BaselineResult,
+    StudySnapshot,
+    latest_study_name,
+    load_snapshot,
+    pareto_payload,
+)
 from dse._samplers import DEFAULT_SAMPLER, SAMPLERS, SamplerRequest
 from dse._settings import (
+    MAX_DEVICES,
     MAX_FAILURE_SETS,
     SEARCH_ONLY_SETTINGS,
     StudySettings,
@@ -43,9 +59,12 @@ __all__ = [
     "BASELINE_NAMES",
     "BOX_ATTR",
     "DEFAULT_SAMPLER",
+    "FAIL_REASON_ATTR",
     "FINGERPRINTS_ATTR",
+    "MAX_DEVICES",
     "MAX_FAILURE_SETS",
     "OBJECTIVES",
+    "PICK_RULES",
     "RETRY_OF_ATTR",
     "SAMPLERS",
     "SEARCH_ONLY_SETTINGS",
@@ -54,10 +73,12 @@ __all__ = [
     "TIE_MODES",
     "AccuracyMetric",
     "AccuracySettings",
+    "BaselineResult",
     "Evaluation",
     "MethodResult",
     "Objective",
     "OptimizeResult",
+    "PickRule",
     "PreparedStudy",
     "Progress",
     "PymooSampler",
@@ -66,6 +87,7 @@ __all__ = [
     "SamplerRequest",
     "StudyLock",
     "StudySettings",
+    "StudySnapshot",
     "ThresholdSpace",
     "TrialOutcome",
     "TrialRecord",
@@ -78,11 +100,18 @@ __all__ = [
     "front_trials",
     "hypervolume",
     "is_feasible",
+    "latest_study_name",
+    "load_snapshot",
     "open_storage",
     "open_workbench",
+    "named_constraints",
     "pareto_mask",
+    "pareto_payload",
+    "pick_trial",
     "prepare_study",
+    "record_constraints",
     "reference_box",
     "run_study",
     "trials_frame",
+    "units_frame",
 ]

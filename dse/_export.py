@@ -1,36 +1,47 @@
-"""All trials (and the baselines) as a DataFrame, written to CSV and Parquet."""
+"""All trials, the baselines and the units as DataFrames, written to CSV and Parquet.
+
+Trials and baselines share their columns (`flat_row`); the units table says which layer and
+which search parameter each per-unit threshold belongs to.
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from dse._pareto import ReferenceBox, pareto_mask
 from dse._problem import Evaluation
-from dse._record import TrialRecord, is_feasible
-from robustdice_core import BASELINES
+from dse._record import TrialRecord, is_feasible, named_constraints
+from dse._settings import StudySettings
+from dse._space import ThresholdSpace
+from dse._study import SETTINGS_ATTR
+from robustdice_core import BASELINES, Unit
 from robustdice_core.io import atomic_write_bytes
 
 __all__ = [
     "baselines_frame",
+    "flat_row",
     "front_trials",
     "trials_frame",
+    "units_frame",
     "write_frame",
 ]
+
+_UNIT_COLUMNS = ("unit", "layer", "kind", "neurons", "param", "low", "high")
 
 
 def front_trials(
     trials: Sequence[FrozenTrial], box: ReferenceBox
 ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
     """(feasible completed trials, their Pareto front)."""
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t)]
+    feasible = [t for t in trials if is_feasible(t)]  # completed ones only
     if not feasible:
         return [], []
     values = box.normalise(np.array([t.values for t in feasible]))
@@ -39,48 +50,126 @@ def front_trials(
 
 
 def trials_frame(study: optuna.Study, box: ReferenceBox) -> pd.DataFrame:
+    """One row per trial: state, feasibility, objectives, constraints, its record's figures
+    (the columns of `baselines_frame`), then the threshold parameters."""
     trials = study.get_trials(deepcopy=False)
     _, front = front_trials(trials, box)
     on_front = {t.number for t in front}
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    constraint_names = _constraint_names(study)
     rows = []
     for trial in trials:
-        row: dict[str, Any] = {
+        head: dict[str, Any] = {
             "trial": trial.number,
             "state": trial.state.name,
             "feasible": is_feasible(trial),
             "pareto": trial.number in on_front,
             "duration_s": trial.duration.total_seconds() if trial.duration else None,
         }
-        for name, value in zip(names, trial.values or [None] * len(names), strict=True):
-            row[name] = value
-        row.update({f"constraint[{k}]": v for k, v in trial.constraints.items()})
-        record = TrialRecord.from_trial(trial)
-        row["replication_factor"] = record.replication_factor if record else None
-        row["latency_ms"] = record.latency_ms if record else None
-        row.update(trial.params)
-        if record is not None:
-            row.update({f"acc[{label}]": acc for label, acc in record.accuracy.items()})
-            for d, device in enumerate(record.devices):
-                row.update({f"{key}[d{d}]": value for key, value in device.items()})
-            row.update({f"seconds_{key}": value for key, value in record.seconds.items()})
-        rows.append(row)
+        values = trial.values or [None] * len(names)
+        row = flat_row(
+            head,
+            dict(zip(names, values, strict=True)),
+            named_constraints(trial, constraint_names),
+            TrialRecord.from_trial(trial),
+        )
+        rows.append({**row, **trial.params})
     return pd.DataFrame(rows)
 
 
-def baselines_frame(baselines: dict[str, Evaluation], objective_names: list[str]) -> pd.DataFrame:
-    """One row per baseline: ``method`` is its registry name, ``label`` its table label."""
+def _constraint_names(study: optuna.Study) -> tuple[str, ...] | None:
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    return StudySettings.from_dict(stored).constraint_names if stored else None
+
+
+def baselines_frame(
+    baselines: Mapping[str, Evaluation],
+    objective_names: Sequence[str],
+    *,
+    constraint_names: Sequence[str] = (),
+) -> pd.DataFrame:
+    """One row per baseline, with the columns of `trials_frame` but the trial's own.
+
+    ``method`` is the baseline's registry name and ``label`` its table label. Constraint
+    columns need ``constraint_names`` (`RobustnessProblem.constraint_names`), in the order
+    of ``Evaluation.constraints``.
+    """
     rows = []
     for name, evaluation in baselines.items():
-        row: dict[str, Any] = {
+        head: dict[str, Any] = {
             "method": name,
             "label": BASELINES.get(name).label,
-            "replication_factor": evaluation.outcome.replication_factor,
+            "feasible": evaluation.feasible,
         }
-        row.update(dict(zip(objective_names, evaluation.values, strict=True)))
-        row["feasible"] = evaluation.feasible
-        rows.append(row)
+        constraints = (
+            dict(zip(constraint_names, evaluation.constraints, strict=True))
+            if constraint_names
+            else {}
+        )
+        rows.append(
+            flat_row(
+                head,
+                dict(zip(objective_names, evaluation.values, strict=True)),
+                constraints,
+                TrialRecord.from_evaluation(evaluation),
+            )
+        )
     return pd.DataFrame(rows)
+
+
+def flat_row(
+    head: Mapping[str, Any],
+    objectives: Mapping[str, float | None],
+    constraints: Mapping[str, float],
+    record: TrialRecord | None,
+) -> dict[str, Any]:
+    """One export row, for a trial and a baseline alike: ``head`` (what identifies it), the
+    objective values, ``constraint[<name>]``, then the record's figures (none without one).
+
+    Record columns: ``replication_factor``, ``latency_ms``, ``provenance``,
+    ``top1_pct[<failure set>]`` (percent, like the ``acc`` objective; ``no failure``,
+    ``failed 0``, ``failed 1+3``), ``<figure>[d<device>]`` and ``seconds_<step>``.
+    """
+    row = {**head, **objectives}
+    row.update({f"constraint[{name}]": value for name, value in constraints.items()})
+    if record is None:
+        return row
+    row.update(
+        replication_factor=record.replication_factor,
+        latency_ms=record.latency_ms,
+        provenance=record.provenance,
+    )
+    row.update({f"top1_pct[{label}]": pct for label, pct in record.top1_pct.items()})
+    for d, device in enumerate(record.devices):
+        row.update({f"{key}[d{d}]": value for key, value in device.items()})
+    row.update({f"seconds_{step}": seconds for step, seconds in record.seconds.items()})
+    return row
+
+
+def units_frame(units: Sequence[Unit], space: ThresholdSpace) -> pd.DataFrame:
+    """One row per unit: its layer, and the search parameter (a column of `trials_frame`)
+    that sets its threshold, with that parameter's range.
+
+    Columns: ``unit`` (index), ``layer`` (module name), ``kind``, ``neurons``, ``param``,
+    ``low``, ``high``.
+    """
+    if len(units) != len(space.unit_param):
+        raise ValueError(
+            f"`units` must be the space's {len(space.unit_param)} units, got {len(units)}."
+        )
+    rows = [
+        {
+            "unit": unit.index,
+            "layer": unit.name,
+            "kind": str(unit.kind),
+            "neurons": unit.num_neurons,
+            "param": space.names[p],
+            "low": space.low[p],
+            "high": space.high[p],
+        }
+        for unit, p in zip(units, space.unit_param, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=list(_UNIT_COLUMNS))
 
 
 def write_frame(frame: pd.DataFrame, stem: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,16 +11,23 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from dse._export import baselines_frame, front_trials, trials_frame, write_frame
+from dse._export import baselines_frame, front_trials, trials_frame, units_frame, write_frame
+from dse._journal import storage_notes
 from dse._pareto import ReferenceBox, hypervolume
 from dse._problem import Evaluation, RobustnessProblem
-from dse._record import TrialRecord
+from dse._record import FAIL_REASON_ATTR, TrialRecord, record_constraints
+from dse._results import BaselineResult
 from dse._samplers import SAMPLERS, SamplerRequest
-from dse._settings import StudySettings
+from dse._settings import MAX_SEED, StudySettings
 from dse._study import (
+    BASELINES_ATTR,
     BOX_ATTR,
+    UID_ATTR,
     StudyLock,
     check_fingerprints,
+    check_out_dir,
+    check_study_name,
+    claim_out_dir,
     create_study,
     load_existing,
     open_storage,
@@ -60,6 +68,13 @@ class OptimizeResult:
     files: list[Path] = field(default_factory=list)
     recovered: int = 0
     interrupted: bool = False
+    completed: int = 0  # COMPLETE trials in the study
+    failures: list[str] = field(default_factory=list)  # why trials of this run failed
+
+    @property
+    def baseline_results(self) -> dict[str, BaselineResult]:
+        names = self.problem.constraint_names
+        return {k: BaselineResult.from_evaluation(k, e, names) for k, e in self.baselines.items()}
 
 
 def reference_box(problem: RobustnessProblem, baselines: dict[str, Evaluation]) -> ReferenceBox:
@@ -94,6 +109,8 @@ class PreparedStudy:
     box: ReferenceBox
     recovered: int
     lock: StudyLock | None = None
+    out_dir: Path | None = None  # where the exports go (out_root/<study>)
+    notes: list[str] = field(default_factory=list)  # e.g. what a journal repair recovered
 
     def close(self) -> None:
         if self.lock is not None:
@@ -111,21 +128,26 @@ def prepare_study(
     *,
     storage_url: str,
     study_name: str | None = None,
-    out_dir: Path | None = None,
+    out_root: Path | None = None,
     problem: RobustnessProblem | None = None,
 ) -> PreparedStudy:
     """Check everything, cheapest first, and only then create or resume the study.
 
-    Order: settings, storage, an existing study's settings, the out folder and the study's
-    lock (all cheap), then the model, its scores and the baselines, which constraints and
-    fingerprints are checked against. Nothing is written to the storage before every check
-    has passed.
+    Order: the study name, the storage, an existing study's settings, the study's lock and
+    its export folder ``out_root/<study>`` (all cheap), then the model, its scores and the
+    baselines, which constraints and fingerprints are checked against. Nothing is written to
+    the storage or the export folder before every check has passed.
     """
-    name = study_name or settings.default_study_name()
+    name = check_study_name(settings.default_study_name() if study_name is None else study_name)
     storage = open_storage(storage_url)
+    notes = storage_notes(storage)
     study = load_existing(storage, name, settings)
-    lock = StudyLock(_writable_dir(out_dir) / ".lock", name) if out_dir is not None else None
+    lock = StudyLock.for_study(storage_url, name)
     try:
+        out_dir = None
+        if out_root is not None:
+            out_dir = writable_dir(out_root / name, "--out")
+            check_out_dir(out_dir, storage_url, name, _uid(study))
         if problem is not None and problem.settings != settings:
             problem = problem.for_settings(settings)
         problem = problem or RobustnessProblem(settings)
@@ -148,21 +170,37 @@ def prepare_study(
         else:
             check_fingerprints(study, fingerprints)
             box = ReferenceBox.from_dict(study.user_attrs[BOX_ATTR])
+        if BASELINES_ATTR not in study.user_attrs:  # what reports and deploys compare with
+            stored = {
+                key: BaselineResult.from_evaluation(key, e, problem.constraint_names).to_attr()
+                for key, e in baselines.items()
+            }
+            study.set_user_attr(BASELINES_ATTR, stored)
+        if out_dir is not None:
+            claim_out_dir(out_dir, storage_url, name, _uid(study))
         recovered = recover_stale(study, storage)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
     study.sampler = _sampler(problem, settings, offset=len(study.trials))
-    return PreparedStudy(study, problem, baselines, box, recovered, lock)
+    return PreparedStudy(study, problem, baselines, box, recovered, lock, out_dir, notes)
 
 
-def _writable_dir(path: Path) -> Path:
+def _uid(study: optuna.Study | None) -> str | None:
+    return None if study is None else study.user_attrs.get(UID_ATTR)
+
+
+def writable_dir(path: Path, flag: str) -> Path:
+    """Create ``path`` if needed and prove it writable with a real file (as root, access
+    checks say yes to everything), before any work that would write there."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
         raise InvalidParameterError(
-            f"`--out` must be a writable folder; `{path}` is not ({err.strerror})."
+            f"`{flag}` must be a writable folder; `{path}` is not ({err.strerror or err})."
         ) from err
     return path
 
@@ -171,10 +209,11 @@ def run_study(
     prepared: PreparedStudy,
     *,
     trials: int,
-    out_dir: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> OptimizeResult:
-    """Run ``trials`` minus the completed ones more trials (Ctrl-C stops cleanly).
+    """Run ``trials`` minus the completed ones more trials (Ctrl-C stops cleanly: the result
+    says ``interrupted`` and every completed trial is kept), then export to
+    ``prepared.out_dir`` if it has one.
 
     A trial that fails with a user-level error is recorded as FAIL and the run goes on; it is
     not retried in the same run, so a rerun tops the study up.
@@ -187,11 +226,14 @@ def run_study(
             trial.suggest_float(n, lo, hi)
             for n, lo, hi in zip(space.names, space.low, space.high, strict=True)
         ]
-        evaluation = problem.evaluate_params(params)
+        try:
+            evaluation = problem.evaluate_params(params)
+        except RobustDiceError as err:  # Optuna records FAIL but not why: keep the message
+            trial.set_user_attr(FAIL_REASON_ATTR, str(err))
+            raise
         for key, value in TrialRecord.from_evaluation(evaluation).to_user_attrs().items():
             trial.set_user_attr(key, value)
-        for name, value in zip(problem.constraint_names, evaluation.constraints, strict=True):
-            trial.set_constraint(name, value)
+        record_constraints(trial, evaluation.constraints)
         return evaluation.values
 
     def report(study: optuna.Study, _: FrozenTrial | None = None) -> None:
@@ -199,6 +241,7 @@ def run_study(
             on_progress(_progress(study, box, trials))
 
     interrupted = False
+    first_new = len(study.trials)
     report(study)
     try:
         study.optimize(
@@ -209,7 +252,8 @@ def run_study(
         )
     except KeyboardInterrupt:
         interrupted = True
-    _, front = front_trials(study.get_trials(deepcopy=False), box)
+    every = study.get_trials(deepcopy=False)
+    _, front = front_trials(every, box)
     result = OptimizeResult(
         study=study,
         problem=problem,
@@ -219,9 +263,15 @@ def run_study(
         hypervolume=_front_hypervolume(front, box),
         recovered=prepared.recovered,
         interrupted=interrupted,
+        completed=sum(t.state == TrialState.COMPLETE for t in every),
+        failures=[
+            str(t.user_attrs.get(FAIL_REASON_ATTR, "interrupted or unknown"))
+            for t in every
+            if t.state == TrialState.FAIL and t.number >= first_new
+        ],
     )
-    if out_dir is not None:
-        result.files = _export(result, out_dir)
+    if prepared.out_dir is not None:
+        result.files = _export(result, prepared.out_dir)
     return result
 
 
@@ -244,7 +294,7 @@ def _sampler(
     """
     space = problem.space
     request = SamplerRequest(
-        seed=settings.seed + offset,
+        seed=(settings.seed + offset) % (MAX_SEED + 1),
         space={n: (lo, hi) for n, lo, hi in zip(space.names, space.low, space.high, strict=True)},
         n_objectives=len(problem.objectives),
         constraint_names=tuple(problem.constraint_names),
@@ -276,7 +326,14 @@ def _front_hypervolume(front: list[FrozenTrial], box: ReferenceBox) -> float:
 
 def _export(result: OptimizeResult, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(result.problem.settings.objectives)
-    return write_frame(trials_frame(result.study, result.box), out_dir / "trials") + write_frame(
-        baselines_frame(result.baselines, names), out_dir / "baselines"
+    problem = result.problem
+    baselines = baselines_frame(
+        result.baselines,
+        list(problem.settings.objectives),
+        constraint_names=problem.constraint_names,
+    )
+    return (
+        write_frame(trials_frame(result.study, result.box), out_dir / "trials")
+        + write_frame(baselines, out_dir / "baselines")
+        + write_frame(units_frame(problem.bench.net.units, problem.space), out_dir / "units")
     )

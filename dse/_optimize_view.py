@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from optuna.trial import FrozenTrial
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dse._optimize import OptimizeResult, prepare_study, run_study
+from dse._objectives import Objective
+from dse._optimize import OptimizeResult, PreparedStudy, prepare_study, run_study
 from dse._optimize import Progress as StudyProgress
 from dse._record import TrialRecord
+from dse._results import BaselineResult
 from dse._settings import StudySettings
-from robustdice_core import BASELINES
-from robustdice_core.costs import MB
+from robustdice_core import BASELINES, RobustDiceError
+from robustdice_core.costs import MB, load_device_profile
 
-__all__ = ["column_format", "front_footnotes", "front_table", "optimize_view"]
+__all__ = [
+    "Interrupted",
+    "PlainProgress",
+    "column_format",
+    "front_footnotes",
+    "front_table",
+    "profile_footnotes",
+    "optimize_view",
+]
 
 FULL_REPLICATION = "replication"
 FIXED_DECIMALS = {"acc": 1}  # Top-1 % is read to a tenth; other columns get 4 digits
@@ -33,50 +46,111 @@ def optimize_view(
     study: str | None,
     out: Path,
 ) -> OptimizeResult:
-    name = study or settings.default_study_name()
-    with console.status(f"loading {settings.model}, scoring, evaluating the baselines..."):
-        prepared = prepare_study(
-            settings, storage_url=storage, study_name=name, out_dir=out / name
-        )
+    """Run the study with a live display; Ctrl-C ends it with exit status 130 and one line."""
+    try:
+        with console.status(f"loading {settings.model}, scoring, evaluating the baselines..."):
+            prepared = prepare_study(settings, storage_url=storage, study_name=study, out_root=out)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while loading; no trial was run. Rerun to start.") from None
+    name = prepared.study.study_name
     with prepared:
+        for note in prepared.notes:
+            console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
         for note in prepared.problem.bench.notes:
             console.print(f"[yellow]note:[/] {note}")
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("feasible {task.fields[feasible]}"),
-            TextColumn("front {task.fields[front]}"),
-            TextColumn("HV {task.fields[hv]:.4f}"),
-            TextColumn("{task.fields[failed]}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task(name, total=trials, feasible=0, front=0, hv=0.0, failed="")
-
-            def update(p: StudyProgress) -> None:
-                failed = f"[red]failed {p.failed}[/]" if p.failed else ""
-                bar.update(
-                    task,
-                    completed=p.done,
-                    feasible=p.feasible,
-                    front=p.front,
-                    hv=p.hypervolume,
-                    failed=failed,
-                )
-
-            result = run_study(prepared, trials=trials, out_dir=out / name, on_progress=update)
+        if console.is_terminal:
+            result = _run_with_bar(console, prepared, name, trials)
+        else:
+            result = run_study(prepared, trials=trials, on_progress=PlainProgress(console, name))
     if result.recovered:
         console.print(f"recovered {result.recovered} trial(s) left running by a killed run.")
-    console.print(front_table(result))
+    console.print(front_table(result.problem.objectives, result.front, result.baseline_results))
     for line in front_footnotes(result):
         console.print(f"[dim]{line}[/]", highlight=False)
+    if result.failures:
+        console.print(
+            f"[red]{len(result.failures)} trial(s) failed[/]; the first: {result.failures[0]}",
+            highlight=False,
+        )
     console.print(f"hypervolume {result.hypervolume:.4f}; study `{name}` in {storage}")
     for path in result.files:
         console.print(f"  wrote {path}")
     if result.interrupted:
-        console.print("[yellow]interrupted[/]: rerun the same command to resume the study.")
+        raise Interrupted(
+            f"interrupted: {result.completed} trials saved; rerun the same command to resume."
+        )
     return result
+
+
+class Interrupted(RobustDiceError):
+    """Ctrl-C: the CLI prints the message and exits with status 130."""
+
+
+def _run_with_bar(
+    console: Console, prepared: PreparedStudy, name: str, trials: int
+) -> OptimizeResult:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("feasible {task.fields[feasible]}"),
+        TextColumn("front {task.fields[front]}"),
+        TextColumn("HV {task.fields[hv]:.4f}"),
+        TextColumn("{task.fields[failed]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(name, total=trials, feasible=0, front=0, hv=0.0, failed="")
+
+        def update(p: StudyProgress) -> None:
+            failed = f"[red]failed {p.failed}[/]" if p.failed else ""
+            bar.update(
+                task,
+                completed=p.done,
+                feasible=p.feasible,
+                front=p.front,
+                hv=p.hypervolume,
+                failed=failed,
+            )
+
+        return run_study(prepared, trials=trials, on_progress=update)
+
+
+class PlainProgress:
+    """Progress for logs and pipes (no terminal, so no live bar): one plain line every
+    ``every_trials`` completed trials or ``every_s`` seconds, and at the end."""
+
+    def __init__(
+        self,
+        console: Console,
+        name: str,
+        *,
+        every_trials: int = 10,
+        every_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._console, self._name, self._clock = console, name, clock
+        self._every_trials, self._every_s = every_trials, every_s
+        self._start = self._last_time = clock()
+        self._last_done = -1
+
+    def __call__(self, p: StudyProgress) -> None:
+        now = self._clock()
+        due = (
+            self._last_done < 0
+            or p.done >= p.target
+            or p.done - self._last_done >= self._every_trials
+            or now - self._last_time >= self._every_s
+        )
+        if not due or p.done == self._last_done:
+            return
+        self._last_done, self._last_time = p.done, now
+        failed = f", failed {p.failed}" if p.failed else ""
+        self._console.print(
+            f"{self._name}: trials {p.done}/{p.target}, feasible {p.feasible}, front {p.front}, "
+            f"HV {p.hypervolume:.4f}{failed}, {now - self._start:.0f} s",
+            highlight=False,
+        )
 
 
 def column_format(values: Sequence[float], decimals: int | None = None) -> Callable[[float], str]:
@@ -89,12 +163,15 @@ def column_format(values: Sequence[float], decimals: int | None = None) -> Calla
     return lambda value: f"{value:.{decimals}f}"
 
 
-def front_table(result: OptimizeResult) -> Table:
+def front_table(
+    objectives: Sequence[Objective],
+    front: Sequence[FrozenTrial],
+    baseline_results: Mapping[str, BaselineResult],
+) -> Table:
     """The Pareto front (feasible trials) next to the baselines, one format per column."""
-    objectives = result.problem.objectives
     names = [o.name for o in objectives]
     rows: list[tuple[str, Sequence[float], float, str]] = []
-    for trial in result.front:
+    for trial in front:
         record = TrialRecord.from_trial(trial)
         thresholds = np.array(list(trial.params.values()))
         spread = f"{thresholds.min():.3f} / {np.median(thresholds):.3f} / {thresholds.max():.3f}"
@@ -107,8 +184,8 @@ def front_table(result: OptimizeResult) -> Table:
             )
         )
     baselines = [
-        (BASELINES.get(key).label, e.values, e.outcome.replication_factor, e.feasible)
-        for key, e in result.baselines.items()
+        (BASELINES.get(key).label, b.values, b.replication_factor, b.feasible)
+        for key, b in baseline_results.items()
     ]
     every = [list(values) for _, values, _, _ in rows] + [list(b[1]) for b in baselines]
     formats = [
@@ -116,10 +193,10 @@ def front_table(result: OptimizeResult) -> Table:
         for i, name in enumerate(names)
     ]
     mem = names.index("mem") if "mem" in names else None
-    full = result.baselines.get(FULL_REPLICATION)
+    full = baseline_results.get(FULL_REPLICATION)
     full_mem = full.values[mem] if full is not None and mem is not None else None
 
-    table = Table(title=f"Pareto front ({len(result.front)} feasible trials) and baselines")
+    table = Table(title=f"Pareto front ({len(front)} feasible trials) and baselines")
     table.add_column("trial / method")
     for objective in objectives:
         arrow = "↑" if objective.maximize else "↓"
@@ -146,21 +223,28 @@ def front_table(result: OptimizeResult) -> Table:
     return table
 
 
-def front_footnotes(result: OptimizeResult) -> list[str]:
-    """What the table's numbers include and leave out, and when energy favours replication."""
-    problem = result.problem
-    names = [o.name for o in problem.objectives]
-    device, link = problem.device, problem.link
+def profile_footnotes(settings: StudySettings) -> list[str]:
+    """Where the numbers come from, and what `mem` leaves out."""
+    device = load_device_profile(settings.device_profile)
     lines = [
-        f"estimated by the cost model: {device.name} devices on {link.name} "
-        f"({problem.settings.dtype.value})."
+        f"estimated by the cost model: {device.name} devices on {settings.link_profile} "
+        f"({settings.dtype.value})."
     ]
-    if "mem" in names:
+    if "mem" in settings.objectives:
         lines.append(
             f"mem = the partition's weights and activations on the fullest device; each device "
             f"also holds the profile's runtime constant of "
             f"{device.runtime_overhead_bytes.value / MB:.0f} MB, counted by `--max-mem-mb`."
         )
+    return lines
+
+
+def front_footnotes(result: OptimizeResult) -> list[str]:
+    """`profile_footnotes`, and why energy favours replication when it does."""
+    problem = result.problem
+    names = [o.name for o in problem.objectives]
+    device = problem.device
+    lines = profile_footnotes(problem.settings)
     full, lop = result.baselines.get(FULL_REPLICATION), result.baselines.get("lop")
     if "energy" in names and full is not None and lop is not None:
         full_costs, lop_costs = full.outcome.costs, lop.outcome.costs

@@ -84,13 +84,8 @@ class RobustnessProblem:
         return clone
 
     @property
-    def constraint_names(self) -> list[str]:
-        names = []
-        if self.settings.max_mem_mb is not None:
-            names.append("max_mem_mb")
-        if self.settings.min_fps is not None:
-            names.append("min_fps")
-        return names
+    def constraint_names(self) -> tuple[str, ...]:
+        return self.settings.constraint_names
 
     def evaluate_params(self, params: Sequence[float]) -> Evaluation:
         """Evaluate one point of the search space (one value per space parameter)."""

@@ -29,8 +29,9 @@ class PymooSampler(BaseSampler):
     """Args:
     algorithm_factory: builds a fresh pymoo algorithm (e.g. ``lambda: NSGA2(pop_size=24)``).
     space: parameter name -> (low, high), in a fixed order.
-    constraint_names: the constraints the objective records with ``trial.set_constraint``
-        (<= 0 is feasible); read back from Optuna's record, ``trial.constraints``.
+    constraint_names: the constraints the objective records, in order, as Optuna's list
+        (`dse._record.record_constraints`; <= 0 is feasible); read back from
+        ``trial.constraints``, keyed by position.
     """
 
     def __init__(
@@ -116,7 +117,8 @@ class PymooSampler(BaseSampler):
 
     def _constraints(self, trial: FrozenTrial) -> np.ndarray:
         recorded = trial.constraints
-        return np.array([recorded.get(n, _PENALTY) for n in self._constraint_names], dtype=float)
+        count = len(self._constraint_names)
+        return np.array([recorded.get(str(i), _PENALTY) for i in range(count)], dtype=float)
 
     def _start(self, study: Study) -> None:
         """Set up pymoo; completed trials from an earlier run become its population."""

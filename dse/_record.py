@@ -1,8 +1,8 @@
 """What a study keeps with each trial beyond Optuna's own record: one type, one set of keys.
 
-Optuna records a trial's parameters, objective values and constraints (``trial.constraints``);
-`TrialRecord` holds the rest (replication factor, per-device figures, accuracy per failure
-set, timings) as JSON-able user attributes.
+Optuna records a trial's parameters, objective values and constraints (``trial.constraints``,
+written by `record_constraints`); `TrialRecord` holds the rest (replication factor, per-device
+figures, Top-1 % per failure set, timings) as JSON-able user attributes.
 """
 
 from __future__ import annotations
@@ -11,17 +11,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from optuna.trial import FrozenTrial
+import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from robustdice_core.costs import MB
 
 if TYPE_CHECKING:
     from dse._problem import Evaluation
 
-__all__ = ["RETRY_OF_ATTR", "TrialRecord", "is_feasible"]
+__all__ = [
+    "FAIL_REASON_ATTR",
+    "RETRY_OF_ATTR",
+    "TrialRecord",
+    "failure_set_label",
+    "is_feasible",
+    "named_constraints",
+    "record_constraints",
+]
 
 RETRY_OF_ATTR = "retry_of"  # on a re-queued trial: the number of the trial it repeats
-_KEYS = ("replication_factor", "latency_ms", "provenance", "devices", "seconds", "accuracy")
+FAIL_REASON_ATTR = "fail_reason"  # on a failed trial: the one-line error
+_KEYS = ("replication_factor", "latency_ms", "provenance", "devices", "seconds", "top1_pct")
+# Optuna's pre-5 record of constraints, a list (`_CONSTRAINTS_KEY` in
+# `optuna.study._constrained_optimization`): the only one optuna-dashboard (0.21) reads.
+_CONSTRAINT_LIST_KEY = "constraints"
 
 
 @dataclass(frozen=True)
@@ -30,7 +43,8 @@ class TrialRecord:
 
     ``devices`` has one mapping per device (``memory_mb`` in all, ``partition_mb`` of it for
     the partition's weights and activations, ``weight_mb``, ``energy_j``, ``gflops``,
-    ``mb_tx``); ``accuracy`` maps a failure set label (``"none"``, ``"0"``, ``"1+3"``) to Top-1.
+    ``mb_tx``); ``top1_pct`` maps a failure set label (`failure_set_label`: ``"no failure"``,
+    ``"failed 0"``, ``"failed 1+3"``) to Top-1 accuracy in percent, the objective's unit.
     """
 
     replication_factor: float
@@ -38,12 +52,11 @@ class TrialRecord:
     provenance: str
     devices: tuple[Mapping[str, float], ...] = ()
     seconds: Mapping[str, float] = field(default_factory=dict)
-    accuracy: Mapping[str, float] = field(default_factory=dict)
+    top1_pct: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_evaluation(cls, evaluation: Evaluation) -> TrialRecord:
         outcome = evaluation.outcome
-        accuracy = outcome.accuracy
         return cls(
             replication_factor=outcome.replication_factor,
             latency_ms=1e3 * outcome.costs.latency_s,
@@ -60,14 +73,7 @@ class TrialRecord:
                 for d in outcome.costs.per_device
             ),
             seconds=dict(evaluation.seconds),
-            accuracy=(
-                {}
-                if accuracy is None
-                else {
-                    failure_set_label(f): a
-                    for f, a in zip(accuracy.failure_sets, accuracy.accuracy, strict=True)
-                }
-            ),
+            top1_pct=_top1_pct(evaluation),
         )
 
     def to_user_attrs(self) -> dict[str, Any]:
@@ -78,14 +84,22 @@ class TrialRecord:
             "devices": [dict(d) for d in self.devices],
             "seconds": dict(self.seconds),
         }
-        if self.accuracy:
-            attrs["accuracy"] = dict(self.accuracy)
+        if self.top1_pct:
+            attrs["top1_pct"] = dict(self.top1_pct)
         return attrs
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord | None:
         """The record of a trial that has one (a completed trial), else None."""
-        attrs = trial.user_attrs
+        return cls.from_user_attrs(trial.user_attrs)
+
+    @classmethod
+    def from_user_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord | None:
+        """The record in ``attrs`` (`to_user_attrs`), else None.
+
+        Per-failure-set accuracy is read only from ``top1_pct``: a record written before it
+        (fractions under ``accuracy``) is never taken for percent.
+        """
         if not all(key in attrs for key in _KEYS[:3]):
             return None
         return cls(
@@ -94,14 +108,56 @@ class TrialRecord:
             provenance=str(attrs["provenance"]),
             devices=tuple(attrs.get("devices", ())),
             seconds=dict(attrs.get("seconds", {})),
-            accuracy=dict(attrs.get("accuracy", {})),
+            top1_pct=dict(attrs.get("top1_pct", {})),
         )
 
 
+def _top1_pct(evaluation: Evaluation) -> dict[str, float]:
+    accuracy = evaluation.outcome.accuracy
+    if accuracy is None:
+        return {}
+    pairs = zip(accuracy.failure_sets, accuracy.accuracy, strict=True)
+    return {failure_set_label(failed): 100.0 * float(a) for failed, a in pairs}
+
+
 def failure_set_label(failed: Sequence[int]) -> str:
-    return "+".join(str(d) for d in failed) if failed else "none"
+    """``"no failure"``, ``"failed 0"``, ``"failed 1+3"``: the devices down, never a bare
+    number that reads as a count."""
+    return f"failed {'+'.join(str(d) for d in failed)}" if failed else "no failure"
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
-    """Every constraint Optuna recorded for the trial is met (<= 0)."""
+    """A completed trial whose every recorded constraint is met (<= 0).
+
+    A failed, pruned or running trial is never feasible: it has no constraint values to
+    meet, and no objective values either.
+    """
+    if trial.state != TrialState.COMPLETE:
+        return False
     return all(value <= 0 for value in trial.constraints.values())
+
+
+def record_constraints(trial: optuna.Trial, values: Sequence[float]) -> None:
+    """Record a trial's constraint values (<= 0 is met), in the order of
+    `StudySettings.constraint_names`, as the list under ``system_attrs["constraints"]``.
+
+    That list is the one record every reader shares: Optuna 5 (``trial.constraints``, keyed
+    ``"0"``, ``"1"``, ... and every sampler) and optuna-dashboard, which reads nothing else.
+    Writing Optuna 5's named form as well would make Optuna see each constraint twice (and
+    GPSampler model it twice); names come from the study's settings (`named_constraints`).
+    """
+    if values:
+        # No public API writes a trial's system attributes; this is what Optuna's own
+        # `constraints_func` handling does (`samplers._base._process_constraints_after_trial`).
+        trial.storage.set_trial_system_attr(
+            trial._trial_id, _CONSTRAINT_LIST_KEY, [float(v) for v in values]
+        )
+
+
+def named_constraints(trial: FrozenTrial, names: Sequence[str] | None) -> dict[str, float]:
+    """The trial's recorded constraints by name (``names``: the study's constraint names,
+    `StudySettings.constraint_names`); by position (``"0"``, ...) when names is None."""
+    recorded = trial.constraints
+    if names is None:
+        return {key: float(value) for key, value in recorded.items()}
+    return {name: float(recorded[str(i)]) for i, name in enumerate(names) if str(i) in recorded}

@@ -26,6 +26,7 @@ from robustdice_core.partition import CLUSTERINGS
 from robustdice_core.zoo import DEFAULT_MODEL, MODELS
 
 __all__ = [
+    "MAX_DEVICES",
     "MAX_FAILURE_SETS",
     "SEARCH_ONLY_SETTINGS",
     "StudySettings",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 MAX_FAILURE_SETS = 4096  # every set is a masked forward over the test images
+MAX_DEVICES = 64  # a cluster of edge boards; far beyond it nothing here would finish
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's seed range
 # Settings that change how a problem is searched or constrained, not the problem itself.
 SEARCH_ONLY_SETTINGS = frozenset({"sampler", "seed", "population", "max_mem_mb", "min_fps"})
 # Bumped when a stored value changes meaning (2: `mem` is the partition's own memory), so
@@ -74,7 +77,7 @@ class StudySettings:
             "scores": SCORERS.parse_list(self.scores, "--scores"),
             "acc_metric": parse_enum(AccuracyMetric, self.acc_metric, "--acc-metric"),
             "dtype": parse_enum(Precision, self.dtype, "--dtype"),
-            "failures": _int_tuple(self.failures, "--failures"),
+            "failures": tuple(sorted(set(_int_tuple(self.failures, "--failures")))),
             "threshold_range": _range(self.threshold_range),
             "weights": _optional_text(self.weights),
             "data": _optional_text(self.data),
@@ -84,6 +87,7 @@ class StudySettings:
         self._validate()
 
     def _validate(self) -> None:
+        check_devices(self.devices, [])
         MODELS.get(self.model)
         SAMPLERS.get(self.sampler)
         TIE_MODES.get(self.tie)
@@ -93,13 +97,15 @@ class StudySettings:
         if not self.failures:
             raise InvalidParameterError("`--failures` must name at least one number of failures.")
         bad = [k for k in self.failures if not 1 <= k < self.devices]
-        if self.devices >= 2 and bad:
+        if bad:
             raise InvalidParameterError(
                 f"`--failures` values must be in 1..{self.devices - 1} for {self.devices} "
                 f"devices, got {bad[0]}."
             )
         check_devices(self.devices, self.failure_sizes() if self.needs_accuracy else [])
         check_fail_prob(self.fail_prob)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidParameterError(f"`--seed` must be in 0..{MAX_SEED}, got {self.seed}.")
         if self.population < 4:
             raise InvalidParameterError(
                 f"`--population` must be at least 4, got {self.population}."
@@ -118,6 +124,12 @@ class StudySettings:
     @property
     def objective_specs(self) -> tuple[Objective, ...]:
         return tuple(OBJECTIVES.get(name) for name in self.objectives)
+
+    @property
+    def constraint_names(self) -> tuple[str, ...]:
+        """The constraints a trial records, in order (`record_constraints`)."""
+        limits = (("max_mem_mb", self.max_mem_mb), ("min_fps", self.min_fps))
+        return tuple(name for name, limit in limits if limit is not None)
 
     @property
     def needs_accuracy(self) -> bool:
@@ -175,15 +187,21 @@ class StudySettings:
 
 
 def check_devices(devices: int, failure_counts: Sequence[int]) -> None:
-    """ND >= 2, and not so many that enumerating the failure sets would not finish."""
-    if devices < 2:
-        raise InvalidParameterError(f"`--devices` must be at least 2, got {devices}.")
-    sets = sum(comb(devices, k) for k in failure_counts)
-    if sets > MAX_FAILURE_SETS:
+    """2 <= ND <= MAX_DEVICES, and not so many failure sets that evaluating them would not
+    finish (counted with an early stop: no huge numbers are built or printed)."""
+    if not 2 <= devices <= MAX_DEVICES:
         raise InvalidParameterError(
-            f"{devices} devices give {sets} failure sets to evaluate (at most "
-            f"{MAX_FAILURE_SETS}); use fewer devices or fewer `--failures`."
+            f"`--devices` must be in 2..{MAX_DEVICES} (boards in the cluster), got {devices}."
         )
+    sets = 0
+    for k in failure_counts:
+        sets += comb(devices, k)
+        if sets > MAX_FAILURE_SETS:
+            raise InvalidParameterError(
+                f"{devices} devices give more than {MAX_FAILURE_SETS} failure sets to evaluate "
+                "(each is a masked forward over the test images); use fewer `--devices` or "
+                "fewer `--failures`."
+            )
 
 
 def check_fail_prob(fail_prob: float) -> None:

@@ -16,6 +16,10 @@ from typer.exceptions import TyperException
 
 from dse._compare import MethodResult, compare_methods
 from dse._objectives import OBJECTIVES, AccuracyMetric
+from dse._optimize import writable_dir
+from dse._optimize_view import Interrupted, front_table, optimize_view, profile_footnotes
+from dse._pick import PICK_RULES
+from dse._results import load_snapshot, pareto_payload
 from dse._samplers import SAMPLERS
 from dse._settings import StudySettings, check_devices, check_fail_prob
 from dse._space import TIE_MODES
@@ -38,6 +42,8 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, soft_wrap=True)  # an error is always one line
 DEFAULTS = StudySettings()  # the one source of option defaults
+DEFAULT_STORAGE = "dse-runs/studies.log"
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="Registered model name (see `dse models`).")
@@ -107,12 +113,12 @@ def evaluate(
     ] = None,
 ) -> None:
     """Top-1 under k failed devices: RobustDiCE vs LOP, CDC and full replication."""
-    check_devices(devices, list(range(devices)))
+    check_devices(devices, range(devices))
     check_fail_prob(fail_prob)
     CLUSTERINGS.get(clustering)
     score_names = SCORERS.parse_list(scores, "--scores")
-    if json_out is not None and not json_out.parent.is_dir():
-        raise InvalidParameterError(f"`--json`: folder `{json_out.parent}` does not exist.")
+    if json_out is not None:
+        _check_json_path(json_out)
     threshold_values = parse_thresholds(thresholds)
     with console.status(f"loading {model}, its data and importance scores ({scores})..."):
         bench = open_workbench(
@@ -142,6 +148,15 @@ def evaluate(
         }
         atomic_write_bytes(json_out, json.dumps(payload, indent=2).encode())
         console.print(f"results written to {json_out}")
+
+
+def _check_json_path(path: Path) -> None:
+    """Before any work: the file's folder exists and takes a file, and it is no folder."""
+    if not path.parent.is_dir():
+        raise InvalidParameterError(f"`--json`: folder `{path.parent}` does not exist.")
+    if path.is_dir():
+        raise InvalidParameterError(f"`--json`: `{path}` is a folder; name a file in it.")
+    writable_dir(path.parent, "--json")
 
 
 def _results_table(
@@ -226,7 +241,7 @@ def optimize(
     ] = None,
     storage: Annotated[
         str, typer.Option(help="Optuna storage URL or journal .log file.")
-    ] = "dse-runs/studies.log",
+    ] = DEFAULT_STORAGE,
     out: Annotated[Path, typer.Option(help="Folder for CSV/Parquet exports.")] = Path("dse-runs"),
     weights: WeightsOpt = None,
     data: DataOpt = None,
@@ -234,7 +249,6 @@ def optimize(
     test_size: TestSizeOpt = None,
 ) -> None:
     """Search per-unit thresholds for the Pareto front of robustness vs. per-device cost."""
-    from dse._optimize_view import optimize_view
 
     if trials < 1:
         raise InvalidParameterError(f"`--trials` must be at least 1, got {trials}.")
@@ -265,17 +279,57 @@ def optimize(
     optimize_view(console, settings, trials=trials, storage=storage, study=study, out=out)
 
 
+StorageOpt = Annotated[str, typer.Option(help="Optuna storage URL or journal .log file.")]
+StudyArg = Annotated[
+    str | None, typer.Argument(help="Study name (default: the most recent in the storage).")
+]
+
+
+@app.command()
+def pareto(
+    study: StudyArg = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    pick: Annotated[
+        str | None,
+        typer.Option(help=f"Choose one trial: {_choices(PICK_RULES.names())} (docs/dse.md)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the front (and the pick) as JSON.")
+    ] = False,
+) -> None:
+    """Print a study's Pareto front; `--pick RULE` chooses one trial and prints its number."""
+    if pick is not None:
+        PICK_RULES.get(pick)
+    snapshot = load_snapshot(storage, study)
+    chosen = snapshot.pick(pick) if pick is not None else None
+    if as_json:
+        typer.echo(json.dumps(pareto_payload(snapshot, chosen, pick), indent=2))
+        return
+    specs = snapshot.settings.objective_specs
+    console.print(front_table(specs, snapshot.front, snapshot.baselines))
+    for line in profile_footnotes(snapshot.settings):
+        console.print(f"[dim]{line}[/]", highlight=False)
+    console.print(f"study `{snapshot.name}` in {storage}: {len(snapshot.trials)} trials")
+    if chosen is not None and pick is not None:
+        console.print(f"{pick}: trial {chosen.number}")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress display reports trials
+    # Our display reports trials and failures; Optuna's per-trial warnings (a traceback for a
+    # trial cut by Ctrl-C) would bury it.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+    except Interrupted as err:
+        err_console.print(f"[yellow]{escape(str(err))}[/]", highlight=False)
+        sys.exit(INTERRUPTED_EXIT)
     except RobustDiceError as err:
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted.")
-        sys.exit(130)
+        err_console.print("interrupted.")
+        sys.exit(INTERRUPTED_EXIT)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except TyperException as err:  # usage errors: unknown command, bad option value
@@ -285,6 +339,10 @@ def main() -> None:
         else:
             err_console.print(f"error: {escape(err.format_message())}", highlight=False)
         sys.exit(err.exit_code or 2)
+    if code == INTERRUPTED_EXIT:  # typer turns Ctrl-C into this return value
+        err_console.print("interrupted.")
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

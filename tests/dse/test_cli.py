@@ -48,7 +48,7 @@ def test_models_lists_the_registry() -> None:
     [
         (["evaluate", "--model", "resnet9000"], "unknown model `resnet9000`"),
         (["evaluate", "--thresholds", "0.1,x"], "`--thresholds` must be numbers"),
-        (["evaluate", "--devices", "1"], "`--devices` must be at least 2"),
+        (["evaluate", "--devices", "1"], "`--devices` must be in 2..64"),
         (["evaluate", "--thresholds", "-0.5"], "must be a finite number >= 0"),
         (["optimize", "--objectives", "acc,speed"], "unknown objective `speed`"),
         (["optimize", "--sampler", "cmaes"], "unknown sampler `cmaes`"),
@@ -112,9 +112,10 @@ def test_optimize_writes_exports_and_resumes_to_the_target(tmp_path: Path) -> No
     assert len(done) == 8
     frame = pd.read_parquet(tmp_path / "s" / "trials.parquet")
     assert len(frame) == 8 and frame["pareto"].any()
-    assert {"acc", "mem", "energy", "replication_factor", "acc[0]", "memory_mb[d3]"} <= set(
-        frame.columns
-    )
+    columns = {"acc", "mem", "energy", "replication_factor", "top1_pct[failed 0]", "memory_mb[d3]"}
+    assert columns <= set(frame.columns)
+    units = pd.read_csv(tmp_path / "s" / "units.csv")
+    assert set(units["param"]) <= set(frame.columns) and units["layer"].is_unique
     assert len(pd.read_csv(tmp_path / "s" / "trials.csv")) == 8
     more = run_dse(*[a if a != "8" else "10" for a in args])
     assert more.returncode == 0, more.stderr
@@ -180,7 +181,16 @@ def test_usage_errors_exit_2_through_the_real_entry_point() -> None:
     [
         (["optimize", "--failures", ","], "`--failures` must name at least one"),
         (["optimize", "--test-size", "0"], "`--test-size` must be at least 1"),
-        (["evaluate", "--devices", "13"], "8191 failure sets"),
+        (["evaluate", "--devices", "13"], "more than 4096 failure sets"),
+        (["evaluate", "-n", "100000"], "`--devices` must be in 2..64"),
+        (["evaluate", "-n", "99999999999999999999"], "`--devices` must be in 2..64"),
+        (["evaluate", "-n", "0"], "`--devices` must be in 2..64"),
+        (["optimize", "-n", "0"], "`--devices` must be in 2..64"),
+        (["evaluate", "--json", "/proc/r.json"], "`--json` must be a writable folder"),
+        (["evaluate", "--json", "/tmp"], "is a folder"),
+        (["optimize", "--out", "/proc/x"], "`--out` must be a writable folder"),
+        (["optimize", "--seed", "-1"], "`--seed` must be in 0..4294967295"),
+        (["optimize", "--study", "../../escape"], "`--study` must be"),
         (["evaluate", "--clustering", "kmeans"], "unknown clustering `kmeans`"),
         (["evaluate", "--json", "/no/such/dir/r.json"], "does not exist"),
         (["evaluate", "--model", "[bold]x"], "unknown model `[bold]x`"),
@@ -194,3 +204,64 @@ def test_more_bad_input(
 ) -> None:
     assert run_main(monkeypatch, *args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_errors_are_short_and_name_the_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    assert run_main(monkeypatch, "evaluate", "-n", "5000") == 2
+    err = capsys.readouterr().err
+    assert len(err) < 200 and "--failures" not in err
+    assert time.monotonic() - started < 5, "refused before any work"
+
+
+def test_ctrl_c_while_loading_exits_130_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import dse._optimize_view as view
+
+    def interrupt(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(view, "prepare_study", interrupt)
+    code = run_main(monkeypatch, "optimize", "--storage", str(tmp_path / "s.log"))
+    assert code == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted while loading") and len(err.splitlines()) == 1
+
+
+def test_same_failures_in_any_order_or_repeated_are_one_study() -> None:
+    from dse import StudySettings
+
+    names = {
+        StudySettings.parse(devices=4, failures=text).default_study_name()
+        for text in ("1,2", "2,1", "1,1,2")
+    }
+    assert len(names) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_trials_keeps_them_and_exits_130(tmp_path: Path) -> None:
+    storage = str(tmp_path / "studies.log")
+    args = ["optimize", *FAST, "--trials", "40", "--storage", storage, "--out", str(tmp_path)]
+    process = subprocess.Popen(
+        [*DSE, *args, "--study", "c"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        try:
+            if len(_complete(storage, "c")) >= 4:
+                break
+        except KeyError:
+            continue
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    saved = len(_complete(storage, "c"))
+    assert f"interrupted: {saved} trials saved; rerun the same command to resume." in err
+    assert "Traceback" not in err and "Traceback" not in out
+    assert "c: trials 0/40" in out, "plain progress lines when stdout is not a terminal"
+    assert (tmp_path / "c" / "trials.csv").is_file(), "what was done is exported"

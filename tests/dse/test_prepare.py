@@ -13,6 +13,7 @@ from dse import (
     RobustnessProblem,
     StudySettings,
     is_feasible,
+    named_constraints,
     open_storage,
     prepare_study,
     run_study,
@@ -59,23 +60,23 @@ def test_a_second_run_of_the_same_study_is_refused(
 ) -> None:
     storage = str(tmp_path / "s.log")
     first = prepare_study(
-        SETTINGS, storage_url=storage, study_name="s", out_dir=tmp_path / "out", problem=problem
+        SETTINGS, storage_url=storage, study_name="s", out_root=tmp_path / "out", problem=problem
     )
     with pytest.raises(InvalidParameterError, match="being run by another"):
         prepare_study(
             SETTINGS,
             storage_url=storage,
             study_name="s",
-            out_dir=tmp_path / "out",
+            out_root=tmp_path / "out",
             problem=problem,
         )
     first.close()
     with prepare_study(
-        SETTINGS, storage_url=storage, study_name="s", out_dir=tmp_path / "out", problem=problem
+        SETTINGS, storage_url=storage, study_name="s", out_root=tmp_path / "out", problem=problem
     ) as again:
         assert again.study.study_name == "s"
     with prepare_study(  # the `with` above released the lock
-        SETTINGS, storage_url=storage, study_name="s", out_dir=tmp_path / "out", problem=problem
+        SETTINGS, storage_url=storage, study_name="s", out_root=tmp_path / "out", problem=problem
     ):
         pass
 
@@ -84,18 +85,18 @@ def test_a_half_created_study_is_created_again(problem: RobustnessProblem, tmp_p
     storage = open_storage(str(tmp_path / "s.log"))
     partial = optuna.create_study(storage=storage, study_name="h", directions=["minimize"] * 2)
     partial.set_user_attr(SETTINGS_ATTR, SETTINGS.to_dict())  # killed right after this
-    prepared = prepare_study(
+    with prepare_study(
         SETTINGS, storage_url=str(tmp_path / "s.log"), study_name="h", problem=problem
-    )
-    assert FINGERPRINTS_ATTR in prepared.study.user_attrs
+    ) as prepared:
+        assert FINGERPRINTS_ATTR in prepared.study.user_attrs
 
 
 def test_changed_file_contents_are_refused(problem: RobustnessProblem, tmp_path: Path) -> None:
     url = str(tmp_path / "s.log")
-    prepared = prepare_study(SETTINGS, storage_url=url, study_name="c", problem=problem)
-    stored = dict(prepared.study.user_attrs[FINGERPRINTS_ATTR])
-    stored["device_profile"] = "edited"
-    prepared.study.set_user_attr(FINGERPRINTS_ATTR, stored)
+    with prepare_study(SETTINGS, storage_url=url, study_name="c", problem=problem) as prepared:
+        stored = dict(prepared.study.user_attrs[FINGERPRINTS_ATTR])
+        stored["device_profile"] = "edited"
+        prepared.study.set_user_attr(FINGERPRINTS_ATTR, stored)
     with pytest.raises(InvalidParameterError, match="other contents of: device_profile"):
         prepare_study(SETTINGS, storage_url=url, study_name="c", problem=problem)
 
@@ -107,7 +108,7 @@ def test_out_must_be_a_folder(problem: RobustnessProblem, tmp_path: Path) -> Non
             SETTINGS,
             storage_url=":memory:",
             study_name="o",
-            out_dir=tmp_path / "file" / "o",
+            out_root=tmp_path / "file" / "o",
             problem=problem,
         )
 
@@ -129,7 +130,8 @@ def test_mem_is_the_partitions_own_and_max_mem_mb_counts_the_runtime(
     ) as prepared:
         result = run_study(prepared, trials=2)  # the two enqueued ends of the space
     first, second = sorted(result.study.trials, key=lambda t: t.number)
-    assert first.constraints["max_mem_mb"] > 0 and not is_feasible(first)  # t = 0: replication
+    assert named_constraints(first, settings.constraint_names)["max_mem_mb"] > 0
+    assert not is_feasible(first)  # t = 0: full replication
     assert is_feasible(second)
     assert "max_mem_mb" not in str(first.user_attrs), "constraints live in Optuna's record only"
     footnotes = " ".join(front_footnotes(result))
@@ -143,3 +145,67 @@ def test_each_table_column_has_one_format() -> None:
     assert [fmt(0.0038), fmt(0.00849)] == ["0.003800", "0.008490"]
     fmt = column_format([99.2, 14.6, 14.0], decimals=1)
     assert [fmt(v) for v in (99.2, 14.0)] == ["99.2", "14.0"]
+
+
+def test_the_lock_belongs_to_the_study_in_its_storage_not_to_the_out_folder(
+    problem: RobustnessProblem, tmp_path: Path
+) -> None:
+    storage = str(tmp_path / "s.log")
+    with prepare_study(
+        SETTINGS, storage_url=storage, study_name="s", out_root=tmp_path / "a", problem=problem
+    ):
+        with pytest.raises(InvalidParameterError, match="being run by another"):
+            prepare_study(
+                SETTINGS,
+                storage_url=storage,
+                study_name="s",
+                out_root=tmp_path / "b",
+                problem=problem,
+            )
+        with prepare_study(  # another study in the same storage is free to run
+            SETTINGS, storage_url=storage, study_name="t", problem=problem
+        ):
+            pass
+
+
+def test_exports_never_replace_another_studys_files(
+    problem: RobustnessProblem, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    with prepare_study(
+        SETTINGS,
+        storage_url=str(tmp_path / "s.log"),
+        study_name="s",
+        out_root=out,
+        problem=problem,
+    ) as prepared:
+        run_study(prepared, trials=2)
+    rows = (out / "s" / "trials.csv").read_text()
+    for other in (":memory:", f"sqlite:///{tmp_path / 'other.db'}"):
+        with pytest.raises(InvalidParameterError, match="holds the exports of another study"):
+            prepare_study(SETTINGS, storage_url=other, study_name="s", out_root=out)
+    assert (out / "s" / "trials.csv").read_text() == rows
+    with prepare_study(  # the same study again: its own folder
+        SETTINGS,
+        storage_url=str(tmp_path / "s.log"),
+        study_name="s",
+        out_root=out,
+        problem=problem,
+    ):
+        pass
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "x" * 300, ".hidden", "", "a b"])
+def test_study_names_are_checked_before_anything_is_written(
+    problem: RobustnessProblem, tmp_path: Path, name: str
+) -> None:
+    storage = tmp_path / "s.log"
+    with pytest.raises(InvalidParameterError, match="`--study` must be"):
+        prepare_study(
+            SETTINGS,
+            storage_url=str(storage),
+            study_name=name,
+            out_root=tmp_path / "out",
+            problem=problem,
+        )
+    assert not (tmp_path / "out").exists() and not storage.exists()

@@ -9,14 +9,14 @@ import optuna
 import pytest
 from optuna.trial import Trial, TrialState
 
-from dse import DEFAULT_SAMPLER, SAMPLERS, PymooSampler, SamplerRequest
+from dse import DEFAULT_SAMPLER, SAMPLERS, PymooSampler, SamplerRequest, record_constraints
 
 SPACE = {"t:a": (0.0, 1.0), "t:b": (0.0, 2.0), "t:c": (0.5, 1.5)}
 
 
 def _objective(trial: Trial) -> tuple[float, float]:
     x = np.array([trial.suggest_float(n, lo, hi) for n, (lo, hi) in SPACE.items()])
-    trial.set_constraint("a_at_most_0.8", float(x[0] - 0.8))  # feasible when t:a <= 0.8
+    record_constraints(trial, [float(x[0] - 0.8)])  # feasible when t:a <= 0.8
     return float(np.sum(x**2)), float(np.sum((x - 1) ** 2))
 
 
