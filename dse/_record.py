@@ -53,6 +53,7 @@ class TrialRecord:
     devices: tuple[Mapping[str, float], ...] = ()
     seconds: Mapping[str, float] = field(default_factory=dict)
     top1_pct: Mapping[str, float] = field(default_factory=dict)
+    unit_replication: tuple[float, ...] = ()  # per unit: copies computed / neurons
 
     @classmethod
     def from_evaluation(cls, evaluation: Evaluation) -> TrialRecord:
@@ -74,6 +75,7 @@ class TrialRecord:
             ),
             seconds=dict(evaluation.seconds),
             top1_pct=_top1_pct(evaluation),
+            unit_replication=evaluation.partition.unit_replication,
         )
 
     def to_user_attrs(self) -> dict[str, Any]:
@@ -86,6 +88,8 @@ class TrialRecord:
         }
         if self.top1_pct:
             attrs["top1_pct"] = dict(self.top1_pct)
+        if self.unit_replication:
+            attrs["unit_replication"] = list(self.unit_replication)
         return attrs
 
     @classmethod
@@ -109,6 +113,7 @@ class TrialRecord:
             devices=tuple(attrs.get("devices", ())),
             seconds=dict(attrs.get("seconds", {})),
             top1_pct=dict(attrs.get("top1_pct", {})),
+            unit_replication=tuple(float(r) for r in attrs.get("unit_replication", ())),
         )
 
 

@@ -9,11 +9,27 @@ from typing import Annotated
 
 import optuna
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.exceptions import TyperException
 
+from dse._cli_options import (
+    DEFAULT_STORAGE,
+    DEFAULTS,
+    INTERRUPTED_EXIT,
+    CalibrationOpt,
+    ClusteringOpt,
+    DataOpt,
+    DevicesOpt,
+    ModelOpt,
+    ScoresOpt,
+    StorageOpt,
+    StudyArg,
+    TestSizeOpt,
+    WeightsOpt,
+    console,
+    err_console,
+)
 from dse._compare import MethodResult, compare_methods
 from dse._objectives import OBJECTIVES, AccuracyMetric
 from dse._optimize import writable_dir
@@ -38,32 +54,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (CI logs, README captures) gets a fixed width wide enough for the tables.
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, soft_wrap=True)  # an error is always one line
-DEFAULTS = StudySettings()  # the one source of option defaults
-DEFAULT_STORAGE = "dse-runs/studies.log"
-INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report Ctrl-C
-
-ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Registered model name (see `dse models`).")
-]
-WeightsOpt = Annotated[
-    Path | None, typer.Option(help="Local state-dict file (.pth/.safetensors) for the model.")
-]
-DataOpt = Annotated[
-    Path | None, typer.Option(help="ImageNet-style folder (class sub-folders) for real models.")
-]
-DevicesOpt = Annotated[int, typer.Option("--devices", "-n", help="Number of devices ND.")]
-ScoresOpt = Annotated[
-    str, typer.Option(help=f"Importance scores to cluster on, from: {', '.join(SCORERS.names())}.")
-]
-ClusteringOpt = Annotated[
-    str,
-    typer.Option(help=f"Step-2 clustering: {', '.join(CLUSTERINGS.names())} (docs/dse.md)."),
-]
-CalibrationOpt = Annotated[int | None, typer.Option(help="Calibration images.")]
-TestSizeOpt = Annotated[int | None, typer.Option(help="Test images.")]
 
 
 def parse_thresholds(text: str) -> list[float] | float:
@@ -277,12 +267,6 @@ def optimize(
         test_size=test_size,
     )
     optimize_view(console, settings, trials=trials, storage=storage, study=study, out=out)
-
-
-StorageOpt = Annotated[str, typer.Option(help="Optuna storage URL or journal .log file.")]
-StudyArg = Annotated[
-    str | None, typer.Argument(help="Study name (default: the most recent in the storage).")
-]
 
 
 @app.command()

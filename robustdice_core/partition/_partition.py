@@ -116,6 +116,14 @@ class Partition:
         return len(self.assignments[unit][device])
 
     @property
+    def unit_replication(self) -> tuple[float, ...]:
+        """Per unit: neurons computed over all devices / the unit's neurons."""
+        return tuple(
+            sum(self.neurons_held(u, d) for d in range(self.num_devices)) / self.unit_sizes[u]
+            for u in range(self.num_units)
+        )
+
+    @property
     def replication_factor(self) -> float:
         """Neurons computed over all devices / neurons of the model (1.0 = no redundancy)."""
         held = sum(
