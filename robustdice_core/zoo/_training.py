@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -40,7 +42,7 @@ def trained_state_dict(
             "data": train.fingerprint(),
             "recipe": asdict(recipe),
             "torch": torch.__version__.split("+")[0],
-            "format": 1,
+            "format": 2,  # 2: trained on one thread
         }
     )[:16]
     path = cache_dir() / "models" / f"{name}-{key}.safetensors"
@@ -54,7 +56,26 @@ def trained_state_dict(
     return state
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Parallel reductions sum in an order that depends on the thread count, and training
+    amplifies the last-bit differences into another model: train on one thread, always."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _train(
+    model: nn.Module, train: LabelledImages, recipe: TrainingRecipe
+) -> dict[str, torch.Tensor]:
+    with _one_thread():
+        return _train_steps(model, train, recipe)
+
+
+def _train_steps(
     model: nn.Module, train: LabelledImages, recipe: TrainingRecipe
 ) -> dict[str, torch.Tensor]:
     torch.manual_seed(recipe.seed)

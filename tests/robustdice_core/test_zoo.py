@@ -126,6 +126,24 @@ def test_training_is_cached_and_deterministic(
     assert all(torch.equal(first[k], retrained[k]) for k in first)  # same seed, same weights
 
 
+def test_training_gives_the_same_weights_whatever_the_thread_count() -> None:
+    train, _, _ = digits_splits()
+    small = type(train)(train.images[:256], train.labels[:256])
+    recipe = TrainingRecipe(epochs=2, batch_size=32)
+    spec = MODELS.get("digits-vgg-bn")
+    threads = torch.get_num_threads()
+    states = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            states.append(_training._train(spec.build(), small, recipe))
+            assert torch.get_num_threads() == count, "the caller's setting is restored"
+    finally:
+        torch.set_num_threads(threads)
+    for state in states[1:]:
+        assert all(torch.equal(states[0][k], state[k]) for k in state)
+
+
 # --------------------------------------------------------------------------- torchvision
 def test_missing_published_weights_name_the_flag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
