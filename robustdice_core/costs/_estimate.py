@@ -3,7 +3,8 @@
 The formulas are documented in ``docs/cost_model.md``; in short, for device d and unit u with
 n[u, d] neurons held (CDC's parity device: its parity rows):
 
-- weights  = (sum_u n[u, d] * params_per_neuron[u] + mixing_params) * dtype bytes
+- weights  = (sum_u n[u, d] * params_per_neuron[u] + mixing_params) * dtype bytes; CDC's
+             parity device holds only summed layer rows: linear_params_per_neuron[u] each
 - memory   = weights + peak live activations + the profile's runtime overhead
 - FLOPs    = sum_u n[u, d] * (2 * MACs + local ops)[u] + all channel-mixing FLOPs
 - bytes    : per sync point, each device sends a peer the outputs the peer does not hold
@@ -278,7 +279,7 @@ def _loads(
     gather = _gather_s(sent, link)
     latency = float(compute[:-1].max(axis=1).sum() + gather.sum() + compute[-1].max())
     busy = max(float(compute.sum(axis=0).max()), _link_busy_s(sent, link))
-    weights = held.T @ info.params_per_neuron + info.mixing_params
+    weights = _weights(partition, info, held)
     return _Loads(held, flops, weights, sent, compute, gather, latency, busy)
 
 
@@ -290,6 +291,17 @@ def _held(partition: Partition) -> np.ndarray:
         for d in range(partition.num_devices)
     ]
     return np.array(counts, dtype=np.float64).reshape(partition.num_units, partition.num_devices)
+
+
+def _weights(partition: Partition, info: ModelCostInfo, held: np.ndarray) -> np.ndarray:
+    """``[ND]`` parameters each device holds. The parity device computes only the sum of the
+    slices' pre-activation outputs: per row, the layer's weights and bias, no local-op
+    parameters (it runs no BatchNorm or layer scale; see `_unit_flops`)."""
+    weights = held.T @ info.params_per_neuron + info.mixing_params
+    if partition.parity_device is not None:
+        p = partition.parity_device
+        weights[p] = held[:, p] @ info.linear_params_per_neuron + info.mixing_params
+    return weights
 
 
 def _unit_flops(partition: Partition, info: ModelCostInfo, held: np.ndarray) -> np.ndarray:

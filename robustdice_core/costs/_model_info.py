@@ -35,6 +35,7 @@ class ModelCostInfo:
     unit_names: tuple[str, ...]
     num_neurons: np.ndarray  # [U] int64
     params_per_neuron: np.ndarray  # [U] weights + bias + per-channel params (BN, layer scale)
+    linear_params_per_neuron: np.ndarray  # [U] the layer's own weights + bias (CDC parity row)
     macs_per_neuron: np.ndarray  # [U]
     local_flops_per_neuron: np.ndarray  # [U] channel-local ops inside the unit (BN, ReLU, pool)
     sync_elements_per_neuron: np.ndarray  # [U] values one neuron adds to the gathered tensor
@@ -82,6 +83,9 @@ class ModelCostInfo:
             unit_names=tuple(u.name for u in units),
             num_neurons=sizes,
             params_per_neuron=np.array([u.params_per_neuron for u in units], dtype=np.int64),
+            linear_params_per_neuron=np.array(
+                [_linear_params(gm.get_submodule(u.name)) for u in units], dtype=np.int64
+            ),
             macs_per_neuron=np.array([u.macs_per_neuron for u in units], dtype=np.int64),
             local_flops_per_neuron=np.array(local, dtype=np.float64) / sizes,
             sync_elements_per_neuron=np.array(
@@ -98,6 +102,12 @@ class ModelCostInfo:
             act_full=act_full,
             act_partial=act_partial,
         )
+
+
+def _linear_params(layer: nn.Module) -> int:
+    """One neuron's parameters in the Conv2d / Linear itself: its weight row and bias."""
+    weight = layer.get_parameter("weight")
+    return weight[0].numel() + (1 if getattr(layer, "bias", None) is not None else 0)
 
 
 def _owners(traced: TracedModel) -> dict[str, int]:

@@ -186,7 +186,9 @@ def test_cdc_parity_device(tiny_info: ModelCostInfo) -> None:
     cdc = CDC().partition(SIZES, 3)  # data devices 0 and 1 as LOP on 2, parity device 2
     costs = estimate_costs(cdc, tiny_info, make_device(), make_link())
     data, parity = costs.per_device[0], costs.per_device[2]
-    assert parity.weight_bytes == data.weight_bytes == 180.0  # one slice's parameters
+    assert data.weight_bytes == 180.0
+    # summed layer rows only (2 conv rows of 9 + 1, 1 linear row of 16 + 1): no BN parameters
+    assert parity.weight_bytes == (2 * 10 + 1 * 17) * 4
     assert parity.flops == 2 * 2 * 144 + 2 * 16  # summed pre-activation: no local ops
     # parity sends its 2 rows of 16 pre-activation elements (4 B) to each of 2 peers
     assert parity.bytes_tx_per_sync == (256.0, 8.0)
