@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dse._objectives import Objective, TrialOutcome
 from dse._settings import SEARCH_ONLY_SETTINGS, SETTINGS_SCHEMA, StudySettings
-from dse._space import ThresholdSpace, build_space
+from dse._space import SearchablePartitioner, ThresholdSpace, build_space
 from dse._workbench import Workbench, open_workbench
 from robustdice_core import BASELINES, InvalidParameterError, Partition, failure_sets
 from robustdice_core.costs import (
@@ -63,12 +63,19 @@ class RobustnessProblem:
             need_accuracy=self.needs_accuracy,
         )
         self.cost_info = ModelCostInfo.from_traced(self.bench.traced)
-        self.partitioner = self.bench.robustdice(settings.clustering)
+        method = settings.search_method
+        self.partitioner: SearchablePartitioner
+        self.partitioner, upper = method.make(
+            self.bench.scores.points(self.bench.score_names),
+            settings.clustering,
+            settings.copies,
+        )
         self.space: ThresholdSpace = build_space(
             self.bench.net.units,
-            self.partitioner.one_cluster_thresholds,
+            upper,
             tie=settings.tie,
             threshold_range=settings.threshold_range,
+            prefix=method.prefix,
         )
 
     def for_settings(self, settings: StudySettings) -> RobustnessProblem:
@@ -88,7 +95,8 @@ class RobustnessProblem:
         return self.settings.constraint_names
 
     def evaluate_params(self, params: Sequence[float]) -> Evaluation:
-        """Evaluate one point of the search space (one value per space parameter)."""
+        """Evaluate one point of the search space (one value per space parameter: thresholds
+        for RobustDiCE, protected fractions for budgeted)."""
         start = time.perf_counter()
         partition = self.partitioner.partition_for(
             self.space.thresholds(params), self.settings.devices

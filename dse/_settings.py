@@ -17,7 +17,7 @@ from typing import Any
 
 from dse._objectives import OBJECTIVES, AccuracyMetric, AccuracySettings, Objective
 from dse._samplers import DEFAULT_SAMPLER, SAMPLERS
-from dse._space import TIE_MODES, check_threshold_range
+from dse._space import SEARCH_METHODS, TIE_MODES, SearchMethod, check_threshold_range
 from robustdice_core import InvalidParameterError, parse_enum
 from robustdice_core.costs import Precision, load_device_profile, load_link_profile
 from robustdice_core.importance import SCORERS
@@ -26,6 +26,7 @@ from robustdice_core.partition import CLUSTERINGS
 from robustdice_core.zoo import DEFAULT_MODEL, MODELS
 
 __all__ = [
+    "DEFAULT_METHOD",
     "MAX_DEVICES",
     "MAX_FAILURE_SETS",
     "SEARCH_ONLY_SETTINGS",
@@ -42,6 +43,7 @@ SEARCH_ONLY_SETTINGS = frozenset({"sampler", "seed", "population", "max_mem_mb",
 # Bumped when a stored value changes meaning (2: `mem` is the partition's own memory), so
 # that default study names never resume a study whose values mean something else.
 SETTINGS_SCHEMA = 2
+DEFAULT_METHOD = "robustdice"  # stored only when another method is chosen: old keys hold
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class StudySettings:
     data: str | None = None
     calibration_size: int | None = None
     test_size: int | None = None
+    method: str = DEFAULT_METHOD  # what is searched: a `SEARCH_METHODS` key
 
     def __post_init__(self) -> None:
         typed = {
@@ -92,6 +95,12 @@ class StudySettings:
         SAMPLERS.get(self.sampler)
         TIE_MODES.get(self.tie)
         CLUSTERINGS.get(self.clustering)
+        SEARCH_METHODS.get(self.method)
+        if self.threshold_range is not None and not self.search_method.uses_threshold_range:
+            raise InvalidParameterError(
+                f"`--threshold-range` sets RobustDiCE thresholds; `--method {self.method}` "
+                "searches fractions in [0, 1]: leave it out."
+            )
         load_device_profile(self.device_profile)
         load_link_profile(self.link_profile)
         if not self.failures:
@@ -121,6 +130,15 @@ class StudySettings:
                 raise InvalidParameterError(f"`{flag}` must be at least 1, got {size}.")
 
     # ----------------------------------------------------------------- derived values
+    @property
+    def search_method(self) -> SearchMethod:
+        return SEARCH_METHODS.get(self.method)
+
+    @property
+    def copies(self) -> int:
+        """Copies of a protected neuron for budgeted: k + 1 for the most failures covered."""
+        return min(max(self.failures) + 1, self.devices)
+
     @property
     def objective_specs(self) -> tuple[Objective, ...]:
         return tuple(OBJECTIVES.get(name) for name in self.objectives)
@@ -160,6 +178,8 @@ class StudySettings:
                 data[key] = list(value)
             elif isinstance(value, Enum):
                 data[key] = value.value
+        if data["method"] == DEFAULT_METHOD:  # as before the field existed: same study keys
+            del data["method"]
         return data
 
     @classmethod
@@ -183,7 +203,8 @@ class StudySettings:
 
     def differences(self, other: StudySettings) -> list[str]:
         mine, theirs = self.to_dict(), other.to_dict()
-        return [k for k in mine if mine[k] != theirs.get(k)]
+        keys = [*mine, *(k for k in theirs if k not in mine)]
+        return [k for k in keys if mine.get(k) != theirs.get(k)]
 
 
 def check_devices(devices: int, failure_counts: Sequence[int]) -> None:

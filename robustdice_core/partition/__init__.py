@@ -5,13 +5,21 @@ from __future__ import annotations
 from robustdice_core._registry import Registry
 from robustdice_core.partition._base import Partitioner
 from robustdice_core.partition._baselines import CDC, LOP, FullReplication
+from robustdice_core.partition._budgeted import Budgeted, budget_fractions, deal_budgeted
 from robustdice_core.partition._clustering import (
     Clustering,
     DendrogramClustering,
     GreedyClustering,
     PreparedUnit,
 )
+from robustdice_core.partition._matching import (
+    MatchedThresholds,
+    check_replication_target,
+    match_replication,
+)
 from robustdice_core.partition._partition import Partition, Recovery
+from robustdice_core.partition._random_clustering import RandomClustering
+from robustdice_core.partition._random_copies import LOPRandomCopies
 from robustdice_core.partition._robustdice import RobustDiCE, deal_clusters
 
 # Every method, RobustDiCE beside the baselines it is compared with (DESIGN 3.4).
@@ -20,7 +28,16 @@ PARTITIONERS: Registry[type[Partitioner]] = Registry("partitioner")
 BASELINES: Registry[type[Partitioner]] = Registry("baseline partitioner")
 for _baseline in (LOP, FullReplication, CDC):
     BASELINES.add(_baseline.name, _baseline)
-for _method in (RobustDiCE, LOP, FullReplication, CDC):
+# Importance-blind controls and the budgeted allocator (docs/per_byte.md) take arguments.
+for _method in (
+    RobustDiCE,
+    LOP,
+    FullReplication,
+    CDC,
+    Budgeted,
+    RandomClustering,
+    LOPRandomCopies,
+):
     PARTITIONERS.add(_method.name, _method)
 
 CLUSTERINGS: Registry[type[Clustering]] = Registry("clustering")
@@ -29,6 +46,7 @@ for _clustering in (DendrogramClustering, GreedyClustering):
 
 __all__ = [
     "BASELINES",
+    "Budgeted",
     "CDC",
     "CLUSTERINGS",
     "Clustering",
@@ -36,11 +54,18 @@ __all__ = [
     "FullReplication",
     "GreedyClustering",
     "LOP",
+    "LOPRandomCopies",
+    "MatchedThresholds",
     "PARTITIONERS",
     "Partition",
     "Partitioner",
     "PreparedUnit",
+    "RandomClustering",
     "Recovery",
     "RobustDiCE",
+    "budget_fractions",
+    "check_replication_target",
+    "deal_budgeted",
     "deal_clusters",
+    "match_replication",
 ]

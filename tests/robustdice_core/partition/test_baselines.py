@@ -12,10 +12,13 @@ from robustdice_core.partition import (
     BASELINES,
     CDC,
     LOP,
+    Budgeted,
     FullReplication,
     GreedyClustering,
+    LOPRandomCopies,
     Partition,
     Partitioner,
+    RandomClustering,
     RobustDiCE,
 )
 
@@ -36,6 +39,16 @@ FACTORIES: dict[str, Callable[[], Partitioner]] = {
     "robustdice-per-unit": lambda: RobustDiCE(_points(), [0.1, 0.5, 0.8, 0.2, 0.0]),
     "robustdice-t2": lambda: RobustDiCE(_points(), 2.0),
     "robustdice-greedy": lambda: RobustDiCE(_points(), 0.4, clustering=GreedyClustering()),
+    "budgeted-f0": lambda: Budgeted(_points(), 0.0),
+    "budgeted-c2": lambda: Budgeted(_points(), [0.3, 0.5, 1.0, 1.0, 0.0]),
+    "budgeted-c3": lambda: Budgeted(_points(), 0.5, copies=3),
+    "budgeted-all-c9": lambda: Budgeted(_points(), 1.0, copies=9),
+    "random-clustering": lambda: RandomClustering(_points(), 0.3, seed=1),
+    "random-clustering-greedy": lambda: RandomClustering(
+        _points(), [0.1, 0.5, 0.8, 0.2, 0.0], clustering=GreedyClustering(), seed=2
+    ),
+    "random-copies": lambda: LOPRandomCopies([3, 5, 0, 2, 4], seed=1),
+    "random-copies-many": lambda: LOPRandomCopies(30, seed=3),
 }
 
 
@@ -198,6 +211,15 @@ def test_cdc_recovery_spec() -> None:
 def test_every_method_is_registered_in_one_place() -> None:
     from robustdice_core import BASELINES, PARTITIONERS
 
-    assert PARTITIONERS.names() == ["cdc", "lop", "replication", "robustdice"]
-    assert set(BASELINES.names()) == set(PARTITIONERS.names()) - {"robustdice"}
+    assert PARTITIONERS.names() == [
+        "budgeted",
+        "cdc",
+        "lop",
+        "random-clustering",
+        "random-copies",
+        "replication",
+        "robustdice",
+    ]
+    scored = {"robustdice", "budgeted", "random-clustering", "random-copies"}
+    assert set(BASELINES.names()) == set(PARTITIONERS.names()) - scored
     assert all(PARTITIONERS.get(n).name == n for n in PARTITIONERS.names())
