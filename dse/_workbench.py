@@ -79,7 +79,7 @@ def open_workbench(
             notes.append(f"no accuracy objective: clustering on {','.join(data_free)} only")
         names = data_free
     if not loaded.has_weights:
-        notes.append("architecture only: no weights found, costs use random weights")
+        notes.append("architecture only: no weights found, costs use seeded random weights")
     traced = trace_model(loaded.module, loaded.spec.input_shape, name=loaded.spec.name)
     net = MaskedNetwork(traced)
     calibration = eval_data.calibration if eval_data is not None else None

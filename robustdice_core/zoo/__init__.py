@@ -5,6 +5,7 @@ from __future__ import annotations
 from robustdice_core.zoo._data import EvalData, LabelledImages, digits_splits, image_folder_data
 from robustdice_core.zoo._registry import (
     MODELS,
+    RANDOM_WEIGHTS,
     LoadedModel,
     ModelSpec,
     load_model,
@@ -20,6 +21,7 @@ __all__ = [
     "LabelledImages",
     "LoadedModel",
     "MODELS",
+    "RANDOM_WEIGHTS",
     "ModelSpec",
     "TorchvisionSpec",
     "TrainingRecipe",

@@ -14,7 +14,14 @@ from robustdice_core._errors import CorruptFileError, InvalidParameterError, Mis
 from robustdice_core._registry import Registry
 from robustdice_core.zoo._data import EvalData
 
-__all__ = ["ModelSpec", "LoadedModel", "MODELS", "load_model", "load_state_dict_file"]
+__all__ = [
+    "MODELS",
+    "RANDOM_WEIGHTS",
+    "LoadedModel",
+    "ModelSpec",
+    "load_model",
+    "load_state_dict_file",
+]
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,17 @@ def _check_finite(state: dict[str, Tensor], source: str) -> None:
             )
 
 
+RANDOM_WEIGHTS = "random (architecture only, seed 0)"
+
+
+def _seeded_build(spec: ModelSpec) -> nn.Module:
+    """The architecture with initial weights from a fixed seed, so that an architecture-only
+    study, its resume and its deployment all see the same weights (and weights hash)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return spec.build()
+
+
 def load_model(
     name: str,
     *,
@@ -148,6 +166,6 @@ def load_model(
         except MissingResourceError:
             if require_weights:
                 raise
-            return LoadedModel(spec, module.eval(), "random (architecture only)", False)
+            return LoadedModel(spec, _seeded_build(spec).eval(), RANDOM_WEIGHTS, False)
     _apply_state_dict(module, state, source)
     return LoadedModel(spec, module.eval(), source, has_weights=True)

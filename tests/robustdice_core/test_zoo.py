@@ -26,6 +26,7 @@ from robustdice_core import (
 from robustdice_core.zoo import (
     DEFAULT_MODEL,
     MODELS,
+    RANDOM_WEIGHTS,
     DigitsSpec,
     LoadedModel,
     TorchvisionSpec,
@@ -160,7 +161,7 @@ def test_missing_published_weights_name_the_flag(
     assert "AlexNet_Weights.IMAGENET1K_V1" in str(info.value)
     fallback = load_model("alexnet", require_weights=False)
     assert not fallback.has_weights
-    assert fallback.weights_source == "random (architecture only)"
+    assert fallback.weights_source == RANDOM_WEIGHTS
 
 
 def _forbid_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
@@ -186,7 +187,7 @@ def test_architecture_only_load_never_downloads(
     calls = _forbid_downloads(monkeypatch, tmp_path)
     loaded = load_model("alexnet", require_weights=False)
     assert calls == []
-    assert not loaded.has_weights and loaded.weights_source == "random (architecture only)"
+    assert not loaded.has_weights and loaded.weights_source == RANDOM_WEIGHTS
 
 
 def test_architecture_only_load_uses_weights_already_in_the_hub_cache(
@@ -370,3 +371,14 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     root = _image_tree(tmp_path / "data", per_class=2)
     with pytest.raises(InvalidParameterError, match="has 4 images but 3 calibration \\+ 2 test"):
         image_folder_data(root, _TINY, calibration_size=3, test_size=2)
+
+
+def test_architecture_only_weights_are_the_same_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An architecture-only study, its resume and its deployment must see one model."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached published weights
+    first = load_model("alexnet", require_weights=False)
+    torch.manual_seed(123)  # whatever the caller's random state
+    second = load_model("alexnet", require_weights=False)
+    assert not first.has_weights and first.weights_hash() == second.weights_hash()
