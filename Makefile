@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench browser postgres
 
 setup: $(STAMP)
 
@@ -21,7 +21,21 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+# Debian's headless Chromium and its driver, for the report's browser test (never a
+# downloaded browser build); installed only when missing (CI runs as root).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+
+# Debian's PostgreSQL server (initdb, pg_ctl), for the storage tests that start a real
+# server; installed only when missing (CI runs as root).
+postgres:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		apt-get update && apt-get install -y --no-install-recommends postgresql; \
+	fi
+
+test: lint browser postgres
 	$(BIN)/pytest -q
 
 bench: setup

@@ -6,6 +6,7 @@ The names below are the library API; tests, benchmarks and the command line use 
 from __future__ import annotations
 
 from dse._compare import MethodResult, compare_methods
+from dse._deploy import DeployResult, deploy, verify
 from dse._export import baselines_frame, front_trials, trials_frame, units_frame
 from dse._objectives import OBJECTIVES, AccuracyMetric, AccuracySettings, Objective, TrialOutcome
 from dse._optimize import (
@@ -28,6 +29,7 @@ from dse._record import (
     named_constraints,
     record_constraints,
 )
+from dse._report import build_report_input, hypervolume_history, write_report
 from dse._results import (
     BaselineResult,
     StudySnapshot,
@@ -73,6 +75,7 @@ __all__ = [
     "TIE_MODES",
     "AccuracyMetric",
     "AccuracySettings",
+    "DeployResult",
     "BaselineResult",
     "Evaluation",
     "MethodResult",
@@ -93,11 +96,14 @@ __all__ = [
     "TrialRecord",
     "Workbench",
     "baselines_frame",
+    "build_report_input",
     "build_space",
     "check_devices",
     "check_fail_prob",
     "compare_methods",
+    "deploy",
     "front_trials",
+    "hypervolume_history",
     "hypervolume",
     "is_feasible",
     "latest_study_name",
@@ -114,4 +120,6 @@ __all__ = [
     "run_study",
     "trials_frame",
     "units_frame",
+    "verify",
+    "write_report",
 ]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import torch
+from optuna.exceptions import DuplicatedStudyError
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from dse._export import baselines_frame, front_trials, trials_frame, units_frame, write_frame
@@ -23,6 +29,7 @@ from dse._study import (
     BASELINES_ATTR,
     BOX_ATTR,
     UID_ATTR,
+    StorageKind,
     StudyLock,
     check_fingerprints,
     check_out_dir,
@@ -33,16 +40,30 @@ from dse._study import (
     open_storage,
     recover_stale,
 )
+from dse._workers import (
+    INTERRUPTED_EXIT,
+    POLL_S,
+    TrialBudget,
+    WorkerPool,
+    WorkerSpec,
+    check_workers,
+    parent_gone,
+    run_trials,
+)
 from robustdice_core import InvalidParameterError, RobustDiceError
 
 __all__ = [
     "OptimizeResult",
     "PreparedStudy",
     "Progress",
+    "make_objective",
     "prepare_study",
     "reference_box",
     "run_study",
+    "work",
 ]
+
+SETTLE_S = 10.0  # how long a study that another machine is creating is given to be complete
 
 
 @dataclass
@@ -55,6 +76,8 @@ class Progress:
     front: int
     hypervolume: float
     failed: int
+    running: int = 0  # trials running now, in any process
+    workers: int = 0  # worker processes alive (0: trials run in this process)
 
 
 @dataclass
@@ -70,6 +93,7 @@ class OptimizeResult:
     interrupted: bool = False
     completed: int = 0  # COMPLETE trials in the study
     failures: list[str] = field(default_factory=list)  # why trials of this run failed
+    lost_workers: list[str] = field(default_factory=list)  # workers that died, one line each
 
     @property
     def baseline_results(self) -> dict[str, BaselineResult]:
@@ -111,6 +135,7 @@ class PreparedStudy:
     lock: StudyLock | None = None
     out_dir: Path | None = None  # where the exports go (out_root/<study>)
     notes: list[str] = field(default_factory=list)  # e.g. what a journal repair recovered
+    storage_url: str = ":memory:"  # where worker processes find the study
 
     def close(self) -> None:
         if self.lock is not None:
@@ -131,19 +156,24 @@ def prepare_study(
     out_root: Path | None = None,
     problem: RobustnessProblem | None = None,
 ) -> PreparedStudy:
-    """Check everything, cheapest first, and only then create or resume the study.
+    """Check everything, cheapest first, and only then create, resume or join the study.
 
-    Order: the study name, the storage, an existing study's settings, the study's lock and
-    its export folder ``out_root/<study>`` (all cheap), then the model, its scores and the
-    baselines, which constraints and fingerprints are checked against. Nothing is written to
-    the storage or the export folder before every check has passed.
+    Order: the study name, the storage, the study's lock (`StudyLock`: a study in SQLite
+    runs in one process at a time; other processes join a study in a journal or a database
+    server), an existing study's settings and its export folder ``out_root/<study>`` (all
+    cheap), then the model, its scores and the baselines, which constraints and fingerprints
+    are checked against. Nothing is written to the storage or the export folder before every
+    check has passed. The study is created here, once, before any worker process starts.
     """
     name = check_study_name(settings.default_study_name() if study_name is None else study_name)
-    storage = open_storage(storage_url)
+    kind = StorageKind.of(storage_url)
+    storage = open_storage(storage_url, heartbeat=True)
     notes = storage_notes(storage)
-    study = load_existing(storage, name, settings)
     lock = StudyLock.for_study(storage_url, name)
+    alone = _take_lock(lock, kind)
     try:
+        settle_s = SETTLE_S if kind is StorageKind.SERVER else 0.0
+        study = load_existing(storage, name, settings, settle_s=settle_s)
         out_dir = None
         if out_root is not None:
             out_dir = writable_dir(out_root / name, "--out")
@@ -155,21 +185,15 @@ def prepare_study(
         problem.check_feasible(baselines)
         fingerprints = problem.fingerprints()
         if study is None:
-            box = reference_box(problem, baselines)
-            study = create_study(
-                storage,
-                name,
-                settings,
-                [o.direction for o in problem.objectives],
-                list(settings.objectives),
-                box,
-                problem.space.to_dict(),
-                fingerprints,
+            study = _create(storage, name, settings, problem, baselines, fingerprints)
+        if study is None:  # another machine created it first: join it
+            study = load_existing(storage, name, settings, settle_s=SETTLE_S)
+        if study is None:
+            raise InvalidParameterError(
+                f"study `{name}` was created and deleted by another process meanwhile; rerun."
             )
-            _enqueue_extremes(study, problem)
-        else:
-            check_fingerprints(study, fingerprints)
-            box = ReferenceBox.from_dict(study.user_attrs[BOX_ATTR])
+        check_fingerprints(study, fingerprints)
+        box = ReferenceBox.from_dict(study.user_attrs[BOX_ATTR])
         if BASELINES_ATTR not in study.user_attrs:  # what reports and deploys compare with
             stored = {
                 key: BaselineResult.from_evaluation(key, e, problem.constraint_names).to_attr()
@@ -178,13 +202,67 @@ def prepare_study(
             study.set_user_attr(BASELINES_ATTR, stored)
         if out_dir is not None:
             claim_out_dir(out_dir, storage_url, name, _uid(study))
-        recovered = recover_stale(study, storage)
+        recovered = recover_stale(study, storage) if alone and kind.lock_sees_all else 0
+        if lock is not None and kind.shared:
+            lock.shared()  # from now on, other processes may join
     except BaseException:
         if lock is not None:
             lock.release()
         raise
-    study.sampler = _sampler(problem, settings, offset=len(study.trials))
-    return PreparedStudy(study, problem, baselines, box, recovered, lock, out_dir, notes)
+    study.sampler = _sampler(problem, settings, offset=_seed_offset(study, kind, alone))
+    return PreparedStudy(
+        study, problem, baselines, box, recovered, lock, out_dir, notes, storage_url
+    )
+
+
+def _seed_offset(study: optuna.Study, kind: StorageKind, alone: bool) -> int:
+    """The number of trials so far (a resumed study does not replay its first draws), plus a
+    random number where other processes may run the study too: two samplers with one seed
+    would propose the same points."""
+    if alone and kind is not StorageKind.SERVER:  # no one else runs it, nor can join unseen
+        return len(study.trials)
+    return len(study.trials) + secrets.randbelow(MAX_SEED)
+
+
+def _take_lock(lock: StudyLock | None, kind: StorageKind) -> bool:
+    """Whether this process holds the study's lock alone (exclusively, for now); in SQLite
+    a study held by another process is refused, elsewhere this process joins it."""
+    if lock is None:
+        return True
+    if lock.exclusive():
+        return True
+    if not kind.shared:
+        lock.release()
+        raise lock.refuse()
+    lock.shared()
+    return False
+
+
+def _create(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    settings: StudySettings,
+    problem: RobustnessProblem,
+    baselines: dict[str, Evaluation],
+    fingerprints: dict[str, str],
+) -> optuna.Study | None:
+    """A new study, started from both ends of the space; None if another process created
+    one of that name first."""
+    try:
+        study = create_study(
+            storage,
+            name,
+            settings,
+            [o.direction for o in problem.objectives],
+            list(settings.objectives),
+            reference_box(problem, baselines),
+            problem.space.to_dict(),
+            fingerprints,
+        )
+    except DuplicatedStudyError:
+        return None
+    _enqueue_extremes(study, problem)
+    return study
 
 
 def _uid(study: optuna.Study | None) -> str | None:
@@ -205,20 +283,8 @@ def writable_dir(path: Path, flag: str) -> Path:
     return path
 
 
-def run_study(
-    prepared: PreparedStudy,
-    *,
-    trials: int,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> OptimizeResult:
-    """Run ``trials`` minus the completed ones more trials (Ctrl-C stops cleanly: the result
-    says ``interrupted`` and every completed trial is kept), then export to
-    ``prepared.out_dir`` if it has one.
-
-    A trial that fails with a user-level error is recorded as FAIL and the run goes on; it is
-    not retried in the same run, so a rerun tops the study up.
-    """
-    study, problem, box = prepared.study, prepared.problem, prepared.box
+def make_objective(problem: RobustnessProblem) -> Callable[[Trial], tuple[float, ...]]:
+    """One trial: suggest every threshold, evaluate, record the trial's figures."""
     space = problem.space
 
     def objective(trial: Trial) -> tuple[float, ...]:
@@ -236,31 +302,144 @@ def run_study(
         record_constraints(trial, evaluation.constraints)
         return evaluation.values
 
-    def report(study: optuna.Study, _: FrozenTrial | None = None) -> None:
-        if on_progress is not None:
-            on_progress(_progress(study, box, trials))
+    return objective
 
-    interrupted = False
+
+def run_study(
+    prepared: PreparedStudy,
+    *,
+    trials: int,
+    workers: int = 1,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> OptimizeResult:
+    """Run trials until the study has ``trials`` COMPLETE ones (Ctrl-C stops cleanly: the
+    result says ``interrupted`` and every completed trial is kept), then export to
+    ``prepared.out_dir`` if it has one.
+
+    With ``workers`` > 1, that many worker processes run the trials (`work`) and this one
+    shows their progress. Other processes, here or on other machines, may run the same
+    study at the same time (`dse._workers.TrialBudget`).
+
+    A trial that fails with a user-level error is recorded as FAIL and the run goes on; it is
+    not retried in the same run, so a rerun tops the study up.
+    """
+    check_workers(workers, prepared.storage_url)
+    study, box = prepared.study, prepared.box
+
+    def report(study: optuna.Study, _: FrozenTrial | None = None, *, workers: int = 0) -> None:
+        if on_progress is not None:
+            on_progress(_progress(study, box, trials, workers=workers))
+
+    interrupted, lost = False, []
     first_new = len(study.trials)
     report(study)
     try:
-        study.optimize(
-            objective,
-            n_trials=max(0, trials - _count(study, TrialState.COMPLETE)),
-            callbacks=[report],
-            catch=(RobustDiceError,),
-        )
+        if workers == 1:
+            _run_here(prepared, trials, report)
+        else:
+            lost = _run_workers(prepared, trials, workers, report)
     except KeyboardInterrupt:
         interrupted = True
-    every = study.get_trials(deepcopy=False)
-    _, front = front_trials(every, box)
-    result = OptimizeResult(
-        study=study,
-        problem=problem,
+    result = _result(prepared, interrupted, first_new)
+    result.lost_workers = lost
+    if prepared.out_dir is not None:
+        result.files = _export(result, prepared.out_dir)
+    return result
+
+
+def _run_here(prepared: PreparedStudy, trials: int, report: Callable[..., None]) -> None:
+    budget = TrialBudget(trials)
+    run_trials(
+        prepared.study,
+        make_objective(prepared.problem),
+        budget,
+        attempts=max(0, trials - budget.complete(prepared.study)),
+        callbacks=[report],
+        catch=(RobustDiceError,),
+        on_wait=report,
+    )
+
+
+def _run_workers(
+    prepared: PreparedStudy,
+    trials: int,
+    workers: int,
+    report: Callable[..., None],
+) -> list[str]:
+    """Start the workers, show their progress until they exit; the lost ones, one line each."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    salt = secrets.randbelow(MAX_SEED)  # each worker, and each machine, draws its own
+    specs = [
+        WorkerSpec(
+            settings=prepared.problem.settings,
+            storage_url=prepared.storage_url,
+            study_name=prepared.study.study_name,
+            trials=trials,
+            index=index,
+            threads=threads,
+            seed_offset=salt + index,
+        )
+        for index in range(workers)
+    ]
+    pool = WorkerPool.start(work, specs)
+    try:
+        while pool.alive():
+            pool.wait(POLL_S)
+            report(prepared.study, workers=pool.alive())
+    except KeyboardInterrupt:
+        pool.interrupt()
+        raise
+    return pool.lost()
+
+
+def work(spec: WorkerSpec) -> None:
+    """The body of one worker process: load the study (created by the parent), build the
+    problem (scores come from the disk cache), run trials; exit 130 on Ctrl-C."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(spec.threads)
+    try:
+        _work(spec)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback
+        sys.exit(INTERRUPTED_EXIT)
+
+
+def _work(spec: WorkerSpec) -> None:
+    lock = StudyLock.for_study(spec.storage_url, spec.study_name)
+    if lock is not None:
+        lock.shared()  # a process that finds the lock free knows no worker runs
+    try:
+        storage = open_storage(spec.storage_url, heartbeat=True)
+        study = optuna.load_study(study_name=spec.study_name, storage=storage)
+        budget = TrialBudget(spec.trials)
+        if budget.reached(study):
+            return
+        problem = RobustnessProblem(spec.settings)
+        offset = len(study.trials) + spec.seed_offset
+        study.sampler = _sampler(problem, spec.settings, offset=offset)
+        run_trials(
+            study,
+            make_objective(problem),
+            budget,
+            attempts=max(0, spec.trials - budget.complete(study)),
+            catch=(RobustDiceError,),
+            should_stop=parent_gone,  # the `dse optimize` that started it was killed
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _result(prepared: PreparedStudy, interrupted: bool, first_new: int) -> OptimizeResult:
+    every = prepared.study.get_trials(deepcopy=False)
+    _, front = front_trials(every, prepared.box)
+    return OptimizeResult(
+        study=prepared.study,
+        problem=prepared.problem,
         baselines=prepared.baselines,
-        box=box,
+        box=prepared.box,
         front=sorted(front, key=lambda t: t.number),
-        hypervolume=_front_hypervolume(front, box),
+        hypervolume=_front_hypervolume(front, prepared.box),
         recovered=prepared.recovered,
         interrupted=interrupted,
         completed=sum(t.state == TrialState.COMPLETE for t in every),
@@ -270,9 +449,6 @@ def run_study(
             if t.state == TrialState.FAIL and t.number >= first_new
         ],
     )
-    if prepared.out_dir is not None:
-        result.files = _export(result, prepared.out_dir)
-    return result
 
 
 def _enqueue_extremes(study: optuna.Study, problem: RobustnessProblem) -> None:
@@ -303,11 +479,9 @@ def _sampler(
     return SAMPLERS.get(settings.sampler)(request)
 
 
-def _count(study: optuna.Study, state: TrialState) -> int:
-    return len(study.get_trials(deepcopy=False, states=(state,)))
-
-
-def _progress(study: optuna.Study, box: ReferenceBox, target: int) -> Progress:
+def _progress(
+    study: optuna.Study, box: ReferenceBox, target: int, *, workers: int = 0
+) -> Progress:
     trials = study.get_trials(deepcopy=False)
     feasible, front = front_trials(trials, box)
     return Progress(
@@ -317,6 +491,8 @@ def _progress(study: optuna.Study, box: ReferenceBox, target: int) -> Progress:
         front=len(front),
         hypervolume=_front_hypervolume(front, box),
         failed=sum(t.state == TrialState.FAIL for t in trials),
+        running=sum(t.state == TrialState.RUNNING for t in trials),
+        workers=workers,
     )
 
 

@@ -45,8 +45,10 @@ def optimize_view(
     storage: str,
     study: str | None,
     out: Path,
+    workers: int = 1,
 ) -> OptimizeResult:
-    """Run the study with a live display; Ctrl-C ends it with exit status 130 and one line."""
+    """Run the study with a live display (``workers`` > 1: that many worker processes run
+    the trials); Ctrl-C ends it with exit status 130 and one line."""
     try:
         with console.status(f"loading {settings.model}, scoring, evaluating the baselines..."):
             prepared = prepare_study(settings, storage_url=storage, study_name=study, out_root=out)
@@ -58,12 +60,17 @@ def optimize_view(
             console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
         for note in prepared.problem.bench.notes:
             console.print(f"[yellow]note:[/] {note}")
+        if workers > 1:
+            console.print(f"{workers} worker processes on study `{escape(name)}`.")
         if console.is_terminal:
-            result = _run_with_bar(console, prepared, name, trials)
+            result = _run_with_bar(console, prepared, name, trials, workers)
         else:
-            result = run_study(prepared, trials=trials, on_progress=PlainProgress(console, name))
+            progress = PlainProgress(console, name)
+            result = run_study(prepared, trials=trials, workers=workers, on_progress=progress)
     if result.recovered:
         console.print(f"recovered {result.recovered} trial(s) left running by a killed run.")
+    for lost in result.lost_workers:
+        console.print(f"[red]{lost}[/] ended early; a trial it ran is retried by the others.")
     console.print(front_table(result.problem.objectives, result.front, result.baseline_results))
     for line in front_footnotes(result):
         console.print(f"[dim]{line}[/]", highlight=False)
@@ -87,7 +94,7 @@ class Interrupted(RobustDiceError):
 
 
 def _run_with_bar(
-    console: Console, prepared: PreparedStudy, name: str, trials: int
+    console: Console, prepared: PreparedStudy, name: str, trials: int, workers: int
 ) -> OptimizeResult:
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -97,10 +104,13 @@ def _run_with_bar(
         TextColumn("front {task.fields[front]}"),
         TextColumn("HV {task.fields[hv]:.4f}"),
         TextColumn("{task.fields[failed]}"),
+        TextColumn("{task.fields[workers]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(name, total=trials, feasible=0, front=0, hv=0.0, failed="")
+        task = bar.add_task(
+            name, total=trials, feasible=0, front=0, hv=0.0, failed="", workers=""
+        )
 
         def update(p: StudyProgress) -> None:
             failed = f"[red]failed {p.failed}[/]" if p.failed else ""
@@ -111,9 +121,18 @@ def _run_with_bar(
                 front=p.front,
                 hv=p.hypervolume,
                 failed=failed,
+                workers=_workers_text(p),
             )
 
-        return run_study(prepared, trials=trials, on_progress=update)
+        return run_study(prepared, trials=trials, workers=workers, on_progress=update)
+
+
+def _workers_text(p: StudyProgress) -> str:
+    """Running trials (in any process) and live workers, when others share the study."""
+    parts = [f"running {p.running}"] if p.workers or p.running > 1 else []
+    if p.workers:
+        parts.append(f"workers {p.workers}")
+    return ", ".join(parts)
 
 
 class PlainProgress:
@@ -146,9 +165,11 @@ class PlainProgress:
             return
         self._last_done, self._last_time = p.done, now
         failed = f", failed {p.failed}" if p.failed else ""
+        workers = _workers_text(p)
+        workers = f", {workers}" if workers else ""
         self._console.print(
             f"{self._name}: trials {p.done}/{p.target}, feasible {p.feasible}, front {p.front}, "
-            f"HV {p.hypervolume:.4f}{failed}, {now - self._start:.0f} s",
+            f"HV {p.hypervolume:.4f}{failed}{workers}, {now - self._start:.0f} s",
             highlight=False,
         )
 

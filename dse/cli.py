@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.exceptions import TyperException
 
+from dse._cli_deploy import deploy, verify
 from dse._cli_options import (
     DEFAULT_STORAGE,
     DEFAULTS,
@@ -30,21 +31,31 @@ from dse._cli_options import (
     console,
     err_console,
 )
-from dse._compare import MethodResult, compare_methods
+from dse._cli_report import report
+from dse._compare import (
+    DEFAULT_METHODS,
+    DEFAULT_SEEDS,
+    MATCHED_METHODS,
+    ComparisonRequest,
+    MethodResult,
+    compare_methods,
+)
 from dse._objectives import OBJECTIVES, AccuracyMetric
 from dse._optimize import writable_dir
 from dse._optimize_view import Interrupted, front_table, optimize_view, profile_footnotes
 from dse._pick import PICK_RULES
 from dse._results import load_snapshot, pareto_payload
-from dse._samplers import SAMPLERS
+from dse._samplers import DEFAULT_SAMPLER, SAMPLERS
 from dse._settings import StudySettings, check_devices, check_fail_prob
-from dse._space import TIE_MODES
+from dse._space import SEARCH_METHODS, TIE_MODES
+from dse._study import stored_settings
 from dse._workbench import open_workbench
+from dse._workers import PARALLEL_SAMPLER, check_workers, default_sampler
 from robustdice_core import InvalidParameterError, RobustDiceError
 from robustdice_core.costs import Precision, device_profiles, link_profiles
 from robustdice_core.importance import SCORERS
 from robustdice_core.io import atomic_write_bytes
-from robustdice_core.partition import CLUSTERINGS
+from robustdice_core.partition import CLUSTERINGS, PARTITIONERS
 from robustdice_core.zoo import MODELS
 
 app = typer.Typer(
@@ -87,8 +98,32 @@ def evaluate(
     model: ModelOpt = DEFAULTS.model,
     devices: DevicesOpt = DEFAULTS.devices,
     thresholds: Annotated[
-        str, typer.Option(help="RobustDiCE threshold: one for all units, or one per unit.")
-    ] = "0.3",
+        str | None,
+        typer.Option(
+            help="RobustDiCE threshold: one for all units, or one per unit (default 0.3; "
+            "not with --replication)."
+        ),
+    ] = None,
+    replication: Annotated[
+        float | None,
+        typer.Option(
+            help="Compare at this replication factor (equal memory): RobustDiCE's thresholds "
+            "and every method's copies are chosen to give it (docs/per_byte.md)."
+        ),
+    ] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated, from: {', '.join(PARTITIONERS.names())} (default: "
+            f"{','.join(DEFAULT_METHODS)}; with --replication: {','.join(MATCHED_METHODS)})."
+        ),
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option(help="Seeds per random control (reported as the mean over seeds).")
+    ] = DEFAULT_SEEDS,
+    copies: Annotated[
+        int, typer.Option(help="Budgeted: copies of a protected neuron (k+1 survives k).")
+    ] = 2,
     scores: ScoresOpt = ",".join(DEFAULTS.scores),
     clustering: ClusteringOpt = DEFAULTS.clustering,
     fail_prob: Annotated[
@@ -102,14 +137,20 @@ def evaluate(
         Path | None, typer.Option("--json", help="Also write the results as JSON here.")
     ] = None,
 ) -> None:
-    """Top-1 under k failed devices: RobustDiCE vs LOP, CDC and full replication."""
+    """Top-1 under k failed devices: RobustDiCE vs LOP, CDC and full replication (and, with
+    --methods or --replication, the controls and the budgeted allocator at equal memory)."""
     check_devices(devices, range(devices))
     check_fail_prob(fail_prob)
     CLUSTERINGS.get(clustering)
     score_names = SCORERS.parse_list(scores, "--scores")
+    method_names = None if methods is None else PARTITIONERS.parse_list(methods, "--methods")
     if json_out is not None:
         _check_json_path(json_out)
-    threshold_values = parse_thresholds(thresholds)
+    if replication is not None and thresholds is not None:
+        raise InvalidParameterError("give either `--thresholds` or `--replication`, not both.")
+    threshold_values = None if replication is not None else parse_thresholds(thresholds or "0.3")
+    # the comparison's own checks, before the model is loaded
+    ComparisonRequest(devices, threshold_values, replication, clustering, seeds, copies)
     with console.status(f"loading {model}, its data and importance scores ({scores})..."):
         bench = open_workbench(
             model,
@@ -120,10 +161,20 @@ def evaluate(
             test_size=test_size,
         )
     with console.status(f"evaluating all failure sets of {devices} devices..."):
-        results = compare_methods(bench, devices, threshold_values, clustering=clustering)
+        results = compare_methods(
+            bench,
+            devices,
+            threshold_values,
+            clustering=clustering,
+            methods=method_names,
+            replication=replication,
+            seeds=seeds,
+            copies=copies,
+        )
     test = bench.require_data().test
+    matched = "" if replication is None else f" at replication factor {replication:g}"
     title = (
-        f"{model} on {devices} devices, {len(test)} test images "
+        f"{model} on {devices} devices{matched}, {len(test)} test images "
         f"({bench.require_data().name}); Top-1 % worst / mean / best over failure sets"
     )
     console.print(_results_table(results, devices, fail_prob, title))
@@ -134,6 +185,7 @@ def evaluate(
             "devices": devices,
             "test_images": len(test),
             "scores": list(bench.score_names),
+            "replication_target": replication,
             "results": [r.to_dict(fail_prob) for r in results],
         }
         atomic_write_bytes(json_out, json.dumps(payload, indent=2).encode())
@@ -167,9 +219,10 @@ def _results_table(
             cells.append(
                 f"{stats.worst * 100:.1f} / {stats.mean * 100:.1f} / {stats.best * 100:.1f}"
             )
+        seeded = f" (mean of {len(result.partitions)} seeds)" if len(result.partitions) > 1 else ""
         table.add_row(
-            result.label,
-            f"{result.partition.replication_factor:.2f}",
+            result.label + seeded,
+            f"{result.replication_factor:.3f}",
             *cells,
             f"{acc.expected(fail_prob) * 100:.1f}",
         )
@@ -198,8 +251,13 @@ def optimize(
     ] = DEFAULTS.fail_prob,
     trials: Annotated[int, typer.Option(help="Completed trials the study should have.")] = 100,
     sampler: Annotated[
-        str, typer.Option(help=f"One of: {_choices(SAMPLERS.names())} (docs/dse.md).")
-    ] = DEFAULTS.sampler,
+        str | None,
+        typer.Option(
+            help=f"One of: {_choices(SAMPLERS.names())} (docs/dse.md); default: "
+            f"{DEFAULT_SAMPLER}, or {PARALLEL_SAMPLER} (constant liar) with --workers > 1; an "
+            "existing --study keeps its own."
+        ),
+    ] = None,
     population: Annotated[
         int, typer.Option(help="Population size (NSGA samplers).")
     ] = DEFAULTS.population,
@@ -213,6 +271,14 @@ def optimize(
     ] = None,
     scores: ScoresOpt = ",".join(DEFAULTS.scores),
     clustering: ClusteringOpt = DEFAULTS.clustering,
+    method: Annotated[
+        str,
+        typer.Option(
+            help=f"What a trial searches: {_choices(SEARCH_METHODS.names())} (robustdice: "
+            "per-unit thresholds; budgeted: per-unit fractions of neurons given extra copies; "
+            "docs/per_byte.md)."
+        ),
+    ] = DEFAULTS.method,
     device_profile: Annotated[
         str, typer.Option(help=f"Device profile name ({_choices(device_profiles())}) or .toml.")
     ] = DEFAULTS.device_profile,
@@ -233,6 +299,13 @@ def optimize(
         str, typer.Option(help="Optuna storage URL or journal .log file.")
     ] = DEFAULT_STORAGE,
     out: Annotated[Path, typer.Option(help="Folder for CSV/Parquet exports.")] = Path("dse-runs"),
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes running trials (a journal file or database storage); the "
+            "same command on other machines joins the study (docs/dse.md, Scale out)."
+        ),
+    ] = 1,
     weights: WeightsOpt = None,
     data: DataOpt = None,
     calibration_size: CalibrationOpt = None,
@@ -242,6 +315,10 @@ def optimize(
 
     if trials < 1:
         raise InvalidParameterError(f"`--trials` must be at least 1, got {trials}.")
+    check_workers(workers, storage)
+    if sampler is None:
+        existing = stored_settings(storage, study) if study is not None else None
+        sampler = existing.sampler if existing is not None else default_sampler(workers)
     settings = StudySettings.parse(
         model=model,
         devices=devices,
@@ -253,6 +330,7 @@ def optimize(
         tie=tie,
         threshold_range=threshold_range,
         clustering=clustering,
+        method=method,
         device_profile=device_profile,
         link_profile=link_profile,
         dtype=dtype,
@@ -266,7 +344,9 @@ def optimize(
         calibration_size=calibration_size,
         test_size=test_size,
     )
-    optimize_view(console, settings, trials=trials, storage=storage, study=study, out=out)
+    optimize_view(
+        console, settings, trials=trials, storage=storage, study=study, out=out, workers=workers
+    )
 
 
 @app.command()
@@ -296,6 +376,11 @@ def pareto(
     console.print(f"study `{snapshot.name}` in {storage}: {len(snapshot.trials)} trials")
     if chosen is not None and pick is not None:
         console.print(f"{pick}: trial {chosen.number}")
+
+
+app.command()(deploy)
+app.command()(verify)
+app.command()(report)
 
 
 def main() -> None:

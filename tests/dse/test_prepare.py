@@ -58,7 +58,7 @@ def test_min_fps_reachable_only_by_replication_is_accepted(
 def test_a_second_run_of_the_same_study_is_refused(
     problem: RobustnessProblem, tmp_path: Path
 ) -> None:
-    storage = str(tmp_path / "s.log")
+    storage = f"sqlite:///{tmp_path / 's.db'}"  # one process per study (a journal is shared)
     first = prepare_study(
         SETTINGS, storage_url=storage, study_name="s", out_root=tmp_path / "out", problem=problem
     )
@@ -150,7 +150,7 @@ def test_each_table_column_has_one_format() -> None:
 def test_the_lock_belongs_to_the_study_in_its_storage_not_to_the_out_folder(
     problem: RobustnessProblem, tmp_path: Path
 ) -> None:
-    storage = str(tmp_path / "s.log")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
     with prepare_study(
         SETTINGS, storage_url=storage, study_name="s", out_root=tmp_path / "a", problem=problem
     ):

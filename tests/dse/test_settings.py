@@ -93,7 +93,7 @@ def test_cli_defaults_and_choices_come_from_settings_and_registries() -> None:
     result = CliRunner().invoke(app, ["optimize", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
-    for name in (*SAMPLERS.names(), *OBJECTIVES.names(), *TIE_MODES.names()):
+    for name in (*SAMPLERS.names(), *OBJECTIVES.names(), *TIE_MODES.names(), "budgeted"):
         assert name in text
     assert f"default: {StudySettings().sampler}" in text
 
