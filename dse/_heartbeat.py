@@ -139,9 +139,13 @@ def heartbeat_journal(
 
 
 def _last_sign_of_life(trial: FrozenTrial) -> float:
-    """The later of its last heartbeat and its start (a re-run trial starts anew)."""
+    """Its last heartbeat (or its start, if later: a re-run trial starts anew); a trial with
+    no heartbeat yet is never stale, as in `RDBStorage` (its sampler may still be running:
+    see `dse._workers.fail_orphans`)."""
+    if HEARTBEAT_ATTR not in trial.system_attrs:
+        return float("inf")
     started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-    return max(float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
+    return max(float(trial.system_attrs[HEARTBEAT_ATTR]), started)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -432,6 +432,8 @@ def _work(spec: WorkerSpec) -> None:
 
 def _result(prepared: PreparedStudy, interrupted: bool, first_new: int) -> OptimizeResult:
     every = prepared.study.get_trials(deepcopy=False)
+    # Optuna's retry records every trial it repeats (`RetryHeartbeatStaleTrialCallback`)
+    retried = {n for t in every for n in t.system_attrs.get("retry_history", ())}
     _, front = front_trials(every, prepared.box)
     return OptimizeResult(
         study=prepared.study,
@@ -444,11 +446,19 @@ def _result(prepared: PreparedStudy, interrupted: bool, first_new: int) -> Optim
         interrupted=interrupted,
         completed=sum(t.state == TrialState.COMPLETE for t in every),
         failures=[
-            str(t.user_attrs.get(FAIL_REASON_ATTR, "interrupted or unknown"))
+            _fail_reason(t, retried)
             for t in every
             if t.state == TrialState.FAIL and t.number >= first_new
         ],
     )
+
+
+def _fail_reason(trial: FrozenTrial, retried: set[int]) -> str:
+    if FAIL_REASON_ATTR in trial.user_attrs:
+        return str(trial.user_attrs[FAIL_REASON_ATTR])
+    if trial.number in retried:
+        return f"trial {trial.number}: its process died; its parameters ran again"
+    return "interrupted or unknown"
 
 
 def _enqueue_extremes(study: optuna.Study, problem: RobustnessProblem) -> None:

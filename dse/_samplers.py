@@ -61,7 +61,9 @@ def _nsga3(r: SamplerRequest) -> BaseSampler:
 
 @SAMPLERS.register("tpe")
 def _tpe(r: SamplerRequest) -> BaseSampler:
-    return TPESampler(seed=r.seed, multivariate=True, n_startup_trials=20)
+    # constant liar: trials running in other processes count as bad results, so parallel
+    # workers do not all sample the same region (Optuna 5's default, stated for `--workers`)
+    return TPESampler(seed=r.seed, multivariate=True, n_startup_trials=20, constant_liar=True)
 
 
 @SAMPLERS.register("gp")

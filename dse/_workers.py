@@ -28,7 +28,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from dse._heartbeat import fail_stale_trials
+from dse._heartbeat import RetryStaleTrial, fail_stale_trials
 from dse._samplers import DEFAULT_SAMPLER
 from dse._settings import StudySettings
 from dse._study import StorageKind
@@ -43,6 +43,7 @@ __all__ = [
     "WorkerSpec",
     "check_workers",
     "default_sampler",
+    "fail_orphans",
     "parent_gone",
     "run_trials",
     "worker_name",
@@ -53,6 +54,7 @@ WORKER_ATTR = "worker"  # on a trial: "<host>/<pid>" of the process that ran it
 # not sample the same region) needs a few ms per trial; see docs/dse.md, "Scale out".
 PARALLEL_SAMPLER = "tpe"
 POLL_S = 1.0  # how often a waiting process looks at the study again
+ORPHAN_S = 600.0  # a trial whose objective never started this long after its start is dead
 INTERRUPTED_EXIT = 130
 MAX_WORKERS = 64  # processes on one machine, each with its own model in memory
 _COUNTED = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
@@ -155,6 +157,7 @@ def run_trials(
     while made < attempts and not should_stop() and not budget.reached(study):
         if not budget.has_place(study):
             fail_stale_trials(study)
+            fail_orphans(study)
             if budget.has_place(study):
                 continue  # a dead trial's retry is queued: run it now
             if on_wait is not None:
@@ -168,6 +171,29 @@ def run_trials(
             if err is runner.error or not runner.taken_over(study):
                 raise  # a real error, not our trial failed as stale by another process
             made += 1
+
+
+def fail_orphans(study: optuna.Study, *, clock: Callable[[], float] = time.time) -> int:
+    """Fail (and retry) RUNNING trials that never reached the objective (no `WORKER_ATTR`)
+    within `ORPHAN_S`: their process died while Optuna created the trial and the sampler
+    proposed its parameters, before Optuna's heartbeat thread starts, so no heartbeat will
+    ever show them stale, and each would hold a place of the budget for good."""
+    now = clock()
+    orphans = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if WORKER_ATTR not in t.user_attrs
+        and t.datetime_start is not None
+        and now - t.datetime_start.timestamp() > ORPHAN_S
+    ]
+    retry = RetryStaleTrial()
+    for trial in orphans:
+        try:  # Optuna's storage call, as `fail_stale_trials` makes it (the id is private)
+            if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                retry(study, study._storage.get_trial(trial._trial_id))
+        except UpdateFinishedTrialError:
+            continue  # another process failed it first
+    return len(orphans)
 
 
 class _Runner:
@@ -255,10 +281,6 @@ class WorkerPool:
             processes.append(process)
         return cls(processes)
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._processes if p.pid is not None]
-
     def alive(self) -> int:
         return sum(p.is_alive() for p in self._processes)
 
@@ -277,16 +299,25 @@ class WorkerPool:
         ]
 
     def interrupt(self, timeout_s: float = 60.0) -> None:
-        """Ctrl-C for every worker (each fails its running trial and exits), then wait."""
+        """Ctrl-C for every worker (each fails its running trial and exits), then wait.
+
+        A Ctrl-C in the terminal reaches the workers too (one process group): they get a
+        moment to stop on their own before those still running get the signal from here.
+        """
+        self._join(2.0)
         for process in self._processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGINT)
-        deadline = time.monotonic() + timeout_s
+        self._join(timeout_s)
         for process in self._processes:
-            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.terminate()
                 process.join(5)
+
+    def _join(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for process in self._processes:
+            process.join(max(0.0, deadline - time.monotonic()))
 
 
 def _exit_text(code: int | None) -> str:

@@ -41,11 +41,13 @@ from dse._study import (
     stored_settings,
 )
 from dse._workers import (
+    ORPHAN_S,
     PARALLEL_SAMPLER,
     WORKER_ATTR,
     TrialBudget,
     check_workers,
     default_sampler,
+    fail_orphans,
     run_trials,
 )
 from robustdice_core import InvalidParameterError
@@ -168,22 +170,41 @@ def test_a_journal_trial_is_stale_only_after_the_grace_period(tmp_path: Path) ->
         JournalFileBackend(str(tmp_path / "s.log")), clock=lambda: now[0]
     )
     study = _study(storage)
-    live, dead = study.ask(), study.ask()
+    live, dead, sampling = study.ask(), study.ask(), study.ask()
     dead.suggest_float("x", 0, 1)
     for trial in (live, dead):
         storage.record_heartbeat(trial._trial_id)
     now[0] += GRACE_PERIOD_S - 1
     storage.record_heartbeat(live._trial_id)
     fail_stale_trials(study)
-    assert _states(study) == {"RUNNING": 2}, "within the grace period nobody is failed"
+    assert _states(study) == {"RUNNING": 3}, "within the grace period nobody is failed"
     now[0] += 2
     fail_stale_trials(study)
     assert study.trials[live.number].state == TrialState.RUNNING, "its heartbeat is fresh"
+    assert study.trials[sampling.number].state == TrialState.RUNNING, "no heartbeat yet"
     assert study.trials[dead.number].state == TrialState.FAIL
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.params == study.trials[dead.number].params
     assert retry.user_attrs[RETRY_OF_ATTR] == dead.number
     assert HEARTBEAT_ATTR not in retry.system_attrs, "the copy is not born stale"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_trial_whose_objective_never_started_is_failed_after_orphan_s(tmp_path: Path) -> None:
+    storage = HeartbeatJournalStorage(JournalFileBackend(str(tmp_path / "s.log")))
+    study = _study(storage)
+    orphan = study.ask()  # its process died while the sampler ran: no heartbeat, no worker
+    running = study.ask()
+    running.set_user_attr(WORKER_ATTR, "host/1")  # reached its objective: heartbeats decide
+    later = time.time() + ORPHAN_S + 1
+    assert fail_orphans(study, clock=time.time) == 0
+    assert fail_orphans(study, clock=lambda: later) == 1
+    states = {t.number: t.state for t in study.trials}
+    assert states[orphan.number] == TrialState.FAIL
+    assert states[running.number] == TrialState.RUNNING
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.user_attrs[RETRY_OF_ATTR] == orphan.number
+    assert fail_orphans(study, clock=lambda: later) == 0
 
 
 def test_a_trial_is_retried_at_most_max_retry_times() -> None:
@@ -292,6 +313,26 @@ def test_one_worker_suits_every_storage_and_several_a_shared_one(url: str) -> No
     check_workers(1, url)
     if StorageKind.of(url).shared:
         check_workers(8, url)
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [(":memory:", "is in memory"), ("sqlite:///x.db", "SQLite, one process per study")],
+)
+def test_the_cli_refuses_workers_on_a_storage_they_cannot_share(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    storage: str,
+    message: str,
+) -> None:
+    from dse.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["dse", "optimize", "--workers", "2", "--storage", storage])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
 
 
 def test_the_study_lock_is_shared_by_runners_and_exclusive_only_alone(tmp_path: Path) -> None:
