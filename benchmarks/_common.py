@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -170,3 +171,19 @@ def report(result: BenchResult, table: Table) -> Path:
         console.print(f"  - {note}")
     console.print(f"[dim]written {path}[/dim]")
     return path
+
+
+def code_state() -> dict[str, Any]:
+    """Commit and uncommitted changes of the code measured (others edit it concurrently)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, check=True
+            ).stdout.rstrip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    dirty = git("status", "--porcelain", "--", "dse", "robustdice_core").splitlines()
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted": dirty}

@@ -19,9 +19,7 @@ diverge after the random start-up trials.
 
 from __future__ import annotations
 
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +27,7 @@ import optuna
 import torch
 from rich.table import Table
 
-from benchmarks._common import BenchResult, console, make_table, quick_parser, report
+from benchmarks._common import BenchResult, code_state, console, make_table, quick_parser, report
 from dse import (
     RobustnessProblem,
     StudySettings,
@@ -44,22 +42,6 @@ MODELS = ("digits-alexnet", "digits-vgg-bn", "digits-convnext")
 CLUSTERINGS = ("dendrogram", "greedy")
 CHECKPOINTS = (25, 50, 100, 150, 200, 300)
 RF_LIMIT = 1.5  # "low replication": best worst-case accuracy at replication factor <= this
-
-
-def _code_state() -> dict[str, Any]:
-    """Commit and uncommitted changes of the code measured (others edit it concurrently)."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, check=True
-            ).stdout.rstrip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    dirty = git("status", "--porcelain", "--", "dse", "robustdice_core").splitlines()
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted": dirty}
 
 
 def _feasible(trial: Any) -> bool:
@@ -287,7 +269,7 @@ def run(
     plan = [("random", m, trials, seeds) for m in models]
     if gp_model and gp_trials > 0 and gp_seeds > 0:
         plan.append(("gp", gp_model, gp_trials, gp_seeds))
-    code = _code_state()  # at the start: the code imported, not what is there at the end
+    code = code_state()  # at the start: the code imported, not what is there at the end
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     start = time.perf_counter()

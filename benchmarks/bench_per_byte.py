@@ -23,17 +23,15 @@ Top-1 over the failure sets with k = 1 and k = 2 failed devices (500 test images
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from rich.table import Table
 
-from benchmarks._common import BenchResult, console, make_table, quick_parser, report
+from benchmarks._common import BenchResult, code_state, console, make_table, quick_parser, report
 from dse import Workbench, open_workbench
 from dse._compare import MethodResult, compare_methods
 from robustdice_core.failures import FailureAccuracy, failure_sets
@@ -54,22 +52,6 @@ METHODS = (
     "budgeted-uniform",
     "budgeted-rd-budget",
 )
-
-
-def _code_state() -> dict[str, Any]:
-    """Commit and uncommitted changes of the code measured (others edit it concurrently)."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, check=True
-            ).stdout.rstrip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    dirty = git("status", "--porcelain", "--", "dse", "robustdice_core").splitlines()
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted": dirty}
 
 
 def _row(
@@ -193,7 +175,7 @@ def run(
             "seeds": seeds,
             "scores": ["s1", "s2", "s3"],
             "test_images": 500,
-            "code": _code_state(),
+            "code": code_state(),
         },
         rows=rows,
         summary=_summary(rows, models),

@@ -33,10 +33,7 @@ CHECKPOINTS = (25, 50, 100, 150, 200, 300)
 def _hv_curve(result: Any, checkpoints: list[int]) -> list[float]:
     """Hypervolume of the feasible completed trials among the first n, for each n."""
     trials = sorted(result.study.trials, key=lambda t: t.number)
-    values = [
-        t.values if t.state.name == "COMPLETE" and is_feasible(t) else None
-        for t in trials
-    ]
+    values = [t.values if t.state.name == "COMPLETE" and is_feasible(t) else None for t in trials]
     curve = []
     for n in checkpoints:
         done = np.array([v for v in values[:n] if v is not None])
