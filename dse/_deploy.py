@@ -109,11 +109,13 @@ def deploy(
             f"{selection} of study `{snapshot.name}` is infeasible (it breaks "
             f"{', '.join(broken)}); pass `--force` to deploy it anyway."
         )
+    *node_keys, client_key = keys(partition.num_devices + 1)  # the last: the client's
     manifest = write_bundle(
         out,
         problem.bench.model,
         partition,
-        keys=keys(partition.num_devices),
+        keys=node_keys,
+        client_key=client_key,
         expected=_expected(problem, evaluation),
         origin=Origin(
             method=partition.method,

@@ -27,6 +27,7 @@ from robustdice_core.bundle._manifest import (
 from robustdice_core.bundle._read import load_shard, read_runtime, reassemble
 from robustdice_core.bundle._runtime_config import (
     DEFAULT_BASE_PORT,
+    ClientAddress,
     DEFAULT_HEARTBEAT_S,
     DEFAULT_TIMEOUT_S,
     NodeAddress,
@@ -37,6 +38,7 @@ from robustdice_core.bundle._runtime_config import (
 from robustdice_core.bundle._shards import shard_bytes, split_state
 from robustdice_core.bundle._verify import VerifyReport, verify_bundle
 from robustdice_core.bundle._write import (
+    CLIENT_SECRET_NAME,
     NODE_NAME,
     RUNTIME_NAME,
     SECRET_NAME,
@@ -48,6 +50,7 @@ from robustdice_core.bundle._write import (
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "CLIENT_SECRET_NAME",
     "BUNDLE_VERSION",
     "DEFAULT_BASE_PORT",
     "DEFAULT_HEARTBEAT_S",
@@ -57,6 +60,7 @@ __all__ = [
     "RUNTIME_NAME",
     "SECRET_NAME",
     "SHARD_NAME",
+    "ClientAddress",
     "ExpectedMetrics",
     "Manifest",
     "NodeAddress",

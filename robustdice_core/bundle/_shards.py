@@ -8,8 +8,11 @@ CDC's parity device computes the sum of the data slices' pre-activation outputs 
 `masking.SliceRecovery` recovers a lost slice on the layer's output, before the local ops).
 Its shard therefore holds, per unit, the element-wise sum of the data slices' layer rows
 (weight and bias), slice ``s`` contributing its ``k``-th neuron to parity row ``k``, shorter
-slices padded with zero rows: ``Partition.parity_rows(u)`` rows. It holds no local-op
-parameters (it runs no local ops) and every shared tensor (it computes on the gathered input).
+slices padded with zero rows: ``Partition.parity_rows(u)`` rows. It also holds every local-op
+parameter whole (BatchNorm, layer scale: a few values per neuron), because the runtime
+decodes on the parity device: it rebuilds a lost slice's pre-activation output and runs that
+slice's local ops before sending it on. And it holds every shared tensor (it computes on the
+gathered input).
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ def _device_shard(
             shard[spec.name] = tensor.clone().contiguous()
         elif parity and spec.role is TensorRole.LAYER:
             shard[spec.name] = parity_tensor(tensor, spec, partition)
-        elif not parity:
+        elif parity:  # local ops of every slice: the parity device decodes lost slices
+            shard[spec.name] = tensor.clone().contiguous()
+        else:
             assert spec.unit is not None
             rows = torch.tensor(partition.assignments[spec.unit][device], dtype=torch.long)
             shard[spec.name] = tensor.index_select(spec.dim, rows).contiguous()
@@ -84,12 +89,10 @@ def expected_shapes(
     shapes: dict[str, tuple[int, ...]] = {}
     parity = device == partition.parity_device
     for spec in layout.tensors:
-        if spec.role is TensorRole.SHARED:
+        if spec.role is TensorRole.SHARED or (parity and spec.role is TensorRole.LOCAL):
             shapes[spec.name] = spec.shape
             continue
         assert spec.unit is not None
-        if parity and spec.role is TensorRole.LOCAL:
-            continue
         rows = (
             partition.parity_rows(spec.unit)
             if parity

@@ -41,6 +41,7 @@ from robustdice_core.bundle._read import (
 from robustdice_core.bundle._runtime_config import NodeConfig, check_z85_key
 from robustdice_core.bundle._shards import assemble_state, check_parity, shard_bytes
 from robustdice_core.bundle._write import (
+    CLIENT_SECRET_NAME,
     NODE_NAME,
     RUNTIME_NAME,
     SECRET_NAME,
@@ -165,10 +166,13 @@ def _parsed(path: Path, parse: Callable[[Mapping[str, Any]], T]) -> T:
 
 
 def _check_secrets(root: Path, manifest: Manifest) -> None:
-    """Each secret key lives in its own node's folder only, readable by its owner only."""
+    """Each secret key lives in its own file only (a node's in its folder, the client's at
+    the root), readable by its owner only."""
     keys: dict[Path, str] = {}
-    for rank in range(manifest.num_devices):
-        path = root / device_dir(rank) / SECRET_NAME
+    paths = [root / device_dir(rank) / SECRET_NAME for rank in range(manifest.num_devices)]
+    if CLIENT_SECRET_NAME in manifest.file_hashes:
+        paths.append(root / CLIENT_SECRET_NAME)
+    for path in paths:
         try:
             keys[path] = check_z85_key(path.read_text().strip(), "a secret key")
         except (InvalidParameterError, UnicodeDecodeError) as err:
@@ -185,8 +189,8 @@ def _check_secrets(root: Path, manifest: Manifest) -> None:
         for owner, secret in keys.items():
             if owner != path and secret.encode() in content:
                 raise CorruptFileError(
-                    f"`{path}` contains the secret key of `{owner.parent.name}`; a node's "
-                    f"secret key belongs only in its own `{SECRET_NAME}`: deploy again."
+                    f"`{path}` contains the secret key of `{owner.relative_to(root)}`; a "
+                    "secret key belongs only in its own key file: deploy again."
                 )
 
 

@@ -45,6 +45,7 @@ from robustdice_core.units import TracedModel, trace_model
 from robustdice_core.zoo import LoadedModel
 
 __all__ = [
+    "CLIENT_SECRET_NAME",
     "NODE_NAME",
     "RUNTIME_NAME",
     "SECRET_NAME",
@@ -59,6 +60,7 @@ RUNTIME_NAME = "runtime.json"
 SHARD_NAME = "weights.safetensors"
 NODE_NAME = "node.json"
 SECRET_NAME = "secret.key"
+CLIENT_SECRET_NAME = "client.key"  # at the bundle root: the client's (`dse run`) secret key
 PACKAGES = ("torch", "torchvision", "safetensors", "robustdice-dse")
 
 
@@ -104,6 +106,7 @@ def write_bundle(
     partition: Partition,
     *,
     keys: Sequence[NodeKeys],
+    client_key: NodeKeys | None = None,
     expected: ExpectedMetrics | None = None,
     origin: Origin | None = None,
     traced: TracedModel | None = None,
@@ -121,6 +124,8 @@ def write_bundle(
         model: the loaded model whose weights are cut into shards.
         partition: which neurons each device computes (a `Partition` of this model).
         keys: one CURVE key pair per device (`runtime.curve_keypairs`).
+        client_key: the client's key pair (the process that streams images, `dse run`);
+            without one the bundle cannot be run by `dse run`.
         expected: the figures the deployment should reach (cost model, simulated accuracy).
         origin: the study / trial / method the partition came from.
         traced: the model's trace, if already at hand (otherwise traced here).
@@ -144,6 +149,7 @@ def write_bundle(
         base_port=base_port,
         timeout_s=timeout_s,
         heartbeat_s=heartbeat_s,
+        client_key=None if client_key is None else client_key.public,
     )
     traced = traced or trace_model(model.module, model.spec.input_shape, name=model.spec.name)
     state = model.module.state_dict()
@@ -154,6 +160,10 @@ def write_bundle(
     try:
         files = _write_nodes(staging, model.spec.name, weights, layout, partition, state, keys)
         files[RUNTIME_NAME] = _write(staging / RUNTIME_NAME, _json(runtime.to_dict()))
+        if client_key is not None:
+            files[CLIENT_SECRET_NAME] = _write_secret(
+                staging / CLIENT_SECRET_NAME, f"{client_key.secret}\n".encode()
+            )
         for rank in range(partition.num_devices):
             node = NodeConfig(rank, runtime, SHARD_NAME, SECRET_NAME)
             path = f"{device_dir(rank)}/{NODE_NAME}"

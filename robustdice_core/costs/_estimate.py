@@ -4,7 +4,8 @@ The formulas are documented in ``docs/cost_model.md``; in short, for device d an
 n[u, d] neurons held (CDC's parity device: its parity rows):
 
 - weights  = (sum_u n[u, d] * params_per_neuron[u] + mixing_params) * dtype bytes; CDC's
-             parity device holds only summed layer rows: linear_params_per_neuron[u] each
+             parity device holds summed layer rows (linear_params_per_neuron[u] each) and
+             the local-op parameters of every neuron (it decodes a lost slice)
 - memory   = weights + peak live activations + the profile's runtime overhead
 - FLOPs    = sum_u n[u, d] * (2 * MACs + local ops)[u] + all channel-mixing FLOPs
 - bytes    : per sync point, each device sends a peer the outputs the peer does not hold
@@ -295,12 +296,16 @@ def _held(partition: Partition) -> np.ndarray:
 
 def _weights(partition: Partition, info: ModelCostInfo, held: np.ndarray) -> np.ndarray:
     """``[ND]`` parameters each device holds. The parity device computes only the sum of the
-    slices' pre-activation outputs: per row, the layer's weights and bias, no local-op
-    parameters (it runs no BatchNorm or layer scale; see `_unit_flops`)."""
+    slices' pre-activation outputs: per row, the layer's weights and bias; it holds the
+    local-op parameters of every neuron (a few per neuron) to decode a lost slice."""
     weights = held.T @ info.params_per_neuron + info.mixing_params
     if partition.parity_device is not None:
         p = partition.parity_device
-        weights[p] = held[:, p] @ info.linear_params_per_neuron + info.mixing_params
+        local = info.params_per_neuron - info.linear_params_per_neuron
+        sizes = np.asarray(partition.unit_sizes, dtype=np.float64)
+        weights[p] = (
+            held[:, p] @ info.linear_params_per_neuron + sizes @ local + info.mixing_params
+        )
     return weights
 
 

@@ -187,8 +187,9 @@ def test_cdc_parity_device(tiny_info: ModelCostInfo) -> None:
     costs = estimate_costs(cdc, tiny_info, make_device(), make_link())
     data, parity = costs.per_device[0], costs.per_device[2]
     assert data.weight_bytes == 180.0
-    # summed layer rows only (2 conv rows of 9 + 1, 1 linear row of 16 + 1): no BN parameters
-    assert parity.weight_bytes == (2 * 10 + 1 * 17) * 4
+    # summed layer rows (2 conv rows of 9 + 1, 1 linear row of 16 + 1) and the BN parameters
+    # of all 4 conv neurons (the parity device decodes a lost slice, BN included)
+    assert parity.weight_bytes == (2 * 10 + 1 * 17 + 4 * 4) * 4
     assert parity.flops == 2 * 2 * 144 + 2 * 16  # summed pre-activation: no local ops
     # parity sends its 2 rows of 16 pre-activation elements (4 B) to each of 2 peers
     assert parity.bytes_tx_per_sync == (256.0, 8.0)
