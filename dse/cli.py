@@ -32,6 +32,7 @@ from dse._cli_options import (
     err_console,
 )
 from dse._cli_report import report
+from dse._cli_run import run
 from dse._compare import (
     DEFAULT_METHODS,
     DEFAULT_SEEDS,
@@ -381,6 +382,7 @@ def pareto(
 app.command()(deploy)
 app.command()(verify)
 app.command()(report)
+app.command()(run)
 
 
 def main() -> None:

@@ -1,14 +1,21 @@
 """The runtime: executes a bundle on N nodes (DESIGN 3.8).
 
-Built so far: the nodes' ZeroMQ CURVE key pairs that `dse deploy` writes into a bundle, the
-wire format (a fixed binary header frame plus a raw buffer frame, bounded and fuzzed), and the
-failure detector with its membership epoch (clock injected). The mesh transport, the engine
-and the local launcher come next (issue 9).
+- `NodeProgram`: one node's graph with its shard's rows, paused at every sync point.
+- `NodeEngine`: the event handler and engine (heartbeats, failure detector, data sync,
+  zero-fill, CDC decoding on the parity device), one loop per node, clock injected.
+- `Mesh`: pyzmq sockets with CURVE keys from the bundle, no coordinator.
+- `robustdice-node` / `python -m runtime node`: a node on a board; `LocalMesh` and
+  `run_local`: all nodes as local processes with real faults (`dse run --local`).
+
+A node imports no search or report stack (optuna, pymoo, pandas, plotly).
 """
 
 from __future__ import annotations
 
+from runtime._client import Client, StreamResult
+from runtime._engine import EngineConfig, EngineStats, NodeEngine
 from runtime._keys import curve_keypairs, curve_public_key
+from runtime._launcher import Fault, FaultKind, LaunchOptions, LocalMesh, NodeLife
 from runtime._membership import (
     HeartbeatConfig,
     HeartbeatSchedule,
@@ -16,12 +23,19 @@ from runtime._membership import (
     MembershipChange,
     MembershipEvent,
 )
+from runtime._node import LoadedNode, load_node, serve
+from runtime._program import NodeProgram, UnitStep
+from runtime._run import FaultReport, NodeReport, RunSummary, Segment, run_local
+from runtime._simulate import simulated_logits
+from runtime._sync import SyncPlan
+from runtime._transport import Mesh, SecureContext, SocketOptions
 from runtime._wire import (
     Activation,
     ActivationDedup,
     DropCounter,
     DropReason,
     Heartbeat,
+    Input,
     Join,
     Leave,
     MalformedMessage,
@@ -38,25 +52,51 @@ from runtime._wire import (
 __all__ = [
     "Activation",
     "ActivationDedup",
+    "Client",
     "DropCounter",
     "DropReason",
+    "EngineConfig",
+    "EngineStats",
+    "Fault",
+    "FaultKind",
+    "FaultReport",
     "Heartbeat",
     "HeartbeatConfig",
     "HeartbeatSchedule",
+    "Input",
     "Join",
+    "LaunchOptions",
     "Leave",
+    "LoadedNode",
+    "LocalMesh",
     "MalformedMessage",
     "Membership",
     "MembershipChange",
     "MembershipEvent",
+    "Mesh",
     "Message",
     "MessageKind",
+    "NodeEngine",
+    "NodeLife",
+    "NodeProgram",
+    "NodeReport",
     "ReplayGuard",
     "Result",
+    "RunSummary",
+    "SecureContext",
+    "Segment",
+    "SocketOptions",
+    "StreamResult",
+    "SyncPlan",
+    "UnitStep",
     "WireLimits",
     "as_tensor",
     "curve_keypairs",
     "curve_public_key",
     "decode",
     "encode",
+    "load_node",
+    "run_local",
+    "serve",
+    "simulated_logits",
 ]

@@ -116,6 +116,7 @@ class HeartbeatSchedule:
 
 class MembershipEvent(str, Enum):
     DOWN = "down"
+    LEFT = "left"  # a clean shutdown (a Leave message), not a detected failure
     REJOINED = "rejoined"
     RESTARTED = "restarted"
 
@@ -215,7 +216,7 @@ class Membership:
         if newest is not None and msg.incarnation < newest:
             return []
         self._down.add(msg.sender)
-        return [self._change(msg.sender, MembershipEvent.DOWN)]
+        return [self._change(msg.sender, MembershipEvent.LEFT)]
 
     def check(self) -> list[MembershipChange]:
         """Mark down every alive peer silent for longer than the timeout."""

@@ -11,8 +11,11 @@ kind        frames  fixed fields (after the prefix)
 ==========  ======  ===================================================================
 ACTIVATION  2       image_id Q, unit I, epoch Q, sender H, dtype B, ndim B, index_mode B,
                     pad, n_indices I, payload_len Q; tail: ndim x dim Q, n_indices x idx I
+PREACT      2       as ACTIVATION (CDC: a layer's output before its local ops, for decoding)
 RESULT      2       image_id Q, epoch Q, sender H, dtype B, ndim B, payload_len Q;
                     tail: ndim x dim Q
+INPUT       2       as RESULT, with the client's watermark in place of the epoch and
+                    sender 0: the image, and the oldest image the client still waits for
 HEARTBEAT   1       sender H, incarnation Q, epoch Q, sequence Q, timestamp d
 JOIN/LEAVE  1       sender H, incarnation Q, epoch Q, timestamp d
 ==========  ======  ===================================================================
@@ -47,6 +50,7 @@ __all__ = [
     "DropCounter",
     "DropReason",
     "Heartbeat",
+    "Input",
     "Join",
     "Leave",
     "MalformedMessage",
@@ -65,7 +69,7 @@ VERSION = 1
 MAX_NDIM = 8
 _U16, _U32, _U64 = 2**16 - 1, 2**32 - 1, 2**64 - 1
 
-Frame = Union[bytes, bytearray, memoryview]
+Frame = Any  # bytes, bytearray, memoryview, zmq.Frame: anything with the buffer protocol
 
 
 class MessageKind(IntEnum):
@@ -76,6 +80,8 @@ class MessageKind(IntEnum):
     RESULT = 3
     JOIN = 4
     LEAVE = 5
+    PREACT = 6
+    INPUT = 7
 
 
 class DropReason(str, Enum):
@@ -98,6 +104,8 @@ class DropReason(str, Enum):
     PAYLOAD_LENGTH = "payload_length"
     REPLAYED = "replayed"
     DUPLICATE = "duplicate"
+    OUT_OF_WINDOW = "out_of_window"
+    LATE = "late"  # data for an image this node has finished or skipped
     UNAUTHENTICATED = "unauthenticated"
 
 
@@ -204,9 +212,10 @@ def _check_uint(name: str, value: int, bound: int) -> None:
 class Activation:
     """One sender's partial output of one unit for one image (frames: header + buffer).
 
-    ``data`` is ``[B, k, ...]`` with the ``k`` neurons along axis 1; ``indices`` (sorted
-    unique ``uint32``, length ``k``) names them, or is ``None`` when they are the partition's
-    assignment of ``unit`` to ``sender``.
+    ``data`` holds ``k`` neurons: with ``indices`` (sorted unique ``uint32``, length ``k``,
+    neurons along axis 1) they are named; with ``None`` they are what the partition says
+    ``sender`` sends this receiver at ``unit``, on the unit's own neuron axis. ``preact``
+    marks a CDC pre-activation output (kind PREACT) rather than a sync output.
     """
 
     image_id: int
@@ -215,6 +224,7 @@ class Activation:
     sender: int
     data: np.ndarray
     indices: np.ndarray | None = None
+    preact: bool = False
 
     def __post_init__(self) -> None:
         _check_uint("image_id", self.image_id, _U64)
@@ -224,7 +234,7 @@ class Activation:
 
     @property
     def kind(self) -> MessageKind:
-        return MessageKind.ACTIVATION
+        return MessageKind.PREACT if self.preact else MessageKind.ACTIVATION
 
 
 @dataclass(frozen=True, eq=False)
@@ -244,6 +254,24 @@ class Result:
     @property
     def kind(self) -> MessageKind:
         return MessageKind.RESULT
+
+
+@dataclass(frozen=True, eq=False)
+class Input:
+    """An image (batch) for every node, from the client; ``watermark``: the oldest image the
+    client has no answer for yet (a node drops older work: someone answered it)."""
+
+    image_id: int
+    watermark: int
+    data: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_uint("image_id", self.image_id, _U64)
+        _check_uint("watermark", self.watermark, _U64)
+
+    @property
+    def kind(self) -> MessageKind:
+        return MessageKind.INPUT
 
 
 @dataclass(frozen=True)
@@ -323,7 +351,7 @@ class Leave(_Control):
         return cls(**cls._from_dict(data, ("sender", "incarnation", "epoch", "timestamp")))
 
 
-Message = Union[Activation, Result, Heartbeat, Join, Leave]
+Message = Union[Activation, Result, Input, Heartbeat, Join, Leave]
 
 # ----------------------------------------------------------------------------- layout
 _PREFIX = struct.Struct("<4sBB")
@@ -332,6 +360,10 @@ _RES = struct.Struct("<QQHBBQ")
 _HB = struct.Struct("<HQQQd")
 _CTL = struct.Struct("<HQQd")
 _INDEX_PARTITION, _INDEX_EXPLICIT = 0, 1
+_TENSOR_KINDS = frozenset(
+    {MessageKind.ACTIVATION, MessageKind.PREACT, MessageKind.RESULT, MessageKind.INPUT}
+)
+_ACTIVATION_KINDS = frozenset({MessageKind.ACTIVATION, MessageKind.PREACT})
 _CONTROL_TYPES: dict[MessageKind, type[Join] | type[Leave]] = {
     MessageKind.JOIN: Join,
     MessageKind.LEAVE: Leave,
@@ -350,8 +382,9 @@ def encode(msg: Message) -> list[bytes | memoryview]:
         return [prefix + _CTL.pack(msg.sender, msg.incarnation, msg.epoch, msg.timestamp)]
     data = _wire_array(msg.data)
     code, dims = _dtype_code(data.dtype), struct.pack(f"<{data.ndim}Q", *data.shape)
-    if isinstance(msg, Result):
-        fixed = _RES.pack(msg.image_id, msg.epoch, msg.sender, code, data.ndim, data.nbytes)
+    if isinstance(msg, (Result, Input)):
+        second, sender = (msg.epoch, msg.sender) if isinstance(msg, Result) else (msg.watermark, 0)
+        fixed = _RES.pack(msg.image_id, second, sender, code, data.ndim, data.nbytes)
         return [prefix + fixed + dims, _flat_view(data)]
     indices = b"" if msg.indices is None else _wire_indices(msg.indices, data)
     mode = _INDEX_PARTITION if msg.indices is None else _INDEX_EXPLICIT
@@ -414,7 +447,7 @@ def decode(frames: Sequence[Frame], limits: WireLimits) -> Message:
     if code not in MessageKind._value2member_map_:
         _fail(DropReason.UNKNOWN_KIND, f"kind code {code}")
     kind = MessageKind(code)
-    tensor = kind in (MessageKind.ACTIVATION, MessageKind.RESULT)
+    tensor = kind in _TENSOR_KINDS
     if len(views) != (2 if tensor else 1):
         _fail(DropReason.FRAME_COUNT, f"{kind.name} with {len(views)} frames")
     if tensor:
@@ -464,11 +497,11 @@ def _decode_tensor(
 ) -> Message:
     if len(payload) > limits.max_payload_bytes:
         _fail(DropReason.PAYLOAD_TOO_LARGE, f"{len(payload)} > {limits.max_payload_bytes}")
-    layout = _ACT if kind is MessageKind.ACTIVATION else _RES
+    layout = _ACT if kind in _ACTIVATION_KINDS else _RES
     if len(header) < _PREFIX.size + layout.size:
         _fail(DropReason.HEADER_TRUNCATED, f"{kind.name} header of {len(header)} bytes")
     fields = layout.unpack_from(header, _PREFIX.size)
-    if kind is MessageKind.ACTIVATION:
+    if kind in _ACTIVATION_KINDS:
         image_id, unit, epoch, sender, code, ndim, mode, n_idx, nbytes = fields
     else:
         (image_id, epoch, sender, code, ndim, nbytes), unit, mode, n_idx = fields, 0, 0, 0
@@ -485,10 +518,16 @@ def _decode_tensor(
     data = np.frombuffer(payload, dtype=dtype).reshape(shape) if nbytes else np.empty(shape, dtype)
     if kind is MessageKind.RESULT:
         return Result(image_id, epoch, sender, data)
+    if kind is MessageKind.INPUT:
+        if sender != 0:
+            _fail(DropReason.BAD_FIELD, f"input with sender {sender}")
+        return Input(image_id, epoch, data)
     indices = None
     if mode == _INDEX_EXPLICIT:
         indices = _decode_indices(header, tail + 8 * ndim, n_idx, shape)
-    return Activation(image_id, unit, epoch, sender, data, indices)
+    return Activation(
+        image_id, unit, epoch, sender, data, indices, preact=kind is MessageKind.PREACT
+    )
 
 
 def _decode_dtype(code: int) -> np.dtype:
