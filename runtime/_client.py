@@ -22,6 +22,7 @@ from runtime._transport import SecureContext, TrafficCounter, drain, mesh_keys, 
 from runtime._wire import (
     DropCounter,
     DropReason,
+    Heartbeat,
     Input,
     MalformedMessage,
     Result,
@@ -85,6 +86,7 @@ class Client:
         for sub in self._beats:
             self._poller.register(sub, zmq.POLLIN)
         self.last_heard: dict[int, float] = {}
+        self.views: dict[int, frozenset[int]] = {}  # per node, the ranks it counts down
         self._next_id = 0  # image ids stay unique across streams: nodes forget old ones
 
     def wait_ready(
@@ -108,6 +110,25 @@ class Client:
                         f"node {dead[0]} exited while starting; see its error above."
                     )
             self._poll(0.05, None)
+
+    def _heartbeat(self, rank: int, frames: list[zmq.Frame]) -> None:
+        try:
+            msg = decode(frames, self.limits)
+        except MalformedMessage:
+            return
+        if isinstance(msg, Heartbeat) and msg.sender == rank:
+            self.last_heard[rank] = time.monotonic()
+            self.views[rank] = msg.down()
+
+    def wait_view(self, nodes: list[int], down: frozenset[int], timeout_s: float) -> bool:
+        """Until each of ``nodes`` reports ``down`` as its down set (True), or the timeout."""
+        deadline = time.monotonic() + timeout_s
+        self.views = {}
+        while time.monotonic() < deadline:
+            if all(self.views.get(r) == down for r in nodes):
+                return True
+            self._poll(0.02, None)
+        return False
 
     def stream(
         self,
@@ -167,7 +188,7 @@ class Client:
         for socket, frames in drain(self._poller, timeout_s):
             rank = self._beats.get(socket)
             if rank is not None:
-                self.last_heard[rank] = time.monotonic()
+                self._heartbeat(rank, frames)
                 continue
             if stream is not None:
                 self._take(frames, *stream, base=self._next_id - len(stream[1]))

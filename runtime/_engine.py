@@ -188,8 +188,9 @@ class NodeEngine:
     def _beat(self) -> None:
         sequence = self.schedule.poll()
         if sequence is not None:
+            mask = sum(1 << r for r in self.membership.down() if r < 64)
             hb = Heartbeat(
-                self.rank, self.incarnation, self.membership.epoch, self.clock(), sequence
+                self.rank, self.incarnation, self.membership.epoch, self.clock(), sequence, mask
             )
             self.transport.publish(encode(hb), "heartbeat")
 

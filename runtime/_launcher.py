@@ -246,6 +246,16 @@ class LocalMesh:
             except ProcessLookupError:
                 pass
 
+    def wait_agreed(self, down: set[int], timeout_s: float = 30.0) -> None:
+        """Until every running node that is not frozen counts exactly ``down`` as down."""
+        assert self.client is not None, "start() the mesh first"
+        watchers = [r for r in self._alive_ranks() if r not in self._frozen]
+        if not self.client.wait_view(watchers, frozenset(down), timeout_s):
+            raise RobustDiceError(
+                f"the nodes did not agree on {sorted(down) or 'no'} failed nodes within "
+                f"{timeout_s:g} s: {self.client.views}"
+            )
+
     # ----------------------------------------------------------------- streaming
     def stream(
         self,

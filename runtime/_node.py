@@ -62,6 +62,10 @@ def load_node(bundle: Path | str, rank: int, runtime: RuntimeConfig | None = Non
     start = time.perf_counter()
     root = Path(bundle)
     manifest = read_manifest(root)
+    if not 0 <= rank < manifest.num_devices:
+        raise RobustDiceError(
+            f"the bundle in `{root}` has nodes 0..{manifest.num_devices - 1}, not {rank}."
+        )
     node = NodeConfig.from_dict(read_json(root / device_dir(rank) / NODE_NAME))
     if node.rank != rank:
         raise RobustDiceError(
@@ -103,6 +107,14 @@ def serve(
     report: Path | str | None = None,
 ) -> int:
     """Run node ``rank`` until SIGTERM / SIGINT; returns the exit status (0 clean, 2 error)."""
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)  # from the start: a stop while loading is clean too
+    signal.signal(signal.SIGINT, stop)
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.monotonic()
@@ -113,14 +125,6 @@ def serve(
     except RobustDiceError as err:
         print(f"robustdice-node {rank}: error: {err}", file=sys.stderr)
         return 2
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     try:
         mesh = Mesh(rank, node.runtime, node.secret_key)
     except Exception as err:  # zmq errors: address in use, bad address

@@ -16,7 +16,7 @@ RESULT      2       image_id Q, epoch Q, sender H, dtype B, ndim B, payload_len 
                     tail: ndim x dim Q
 INPUT       2       as RESULT, with the client's watermark in place of the epoch and
                     sender 0: the image, and the oldest image the client still waits for
-HEARTBEAT   1       sender H, incarnation Q, epoch Q, sequence Q, timestamp d
+HEARTBEAT   1       sender H, incarnation Q, epoch Q, sequence Q, timestamp d, down_mask Q
 JOIN/LEAVE  1       sender H, incarnation Q, epoch Q, timestamp d
 ==========  ======  ===================================================================
 
@@ -306,14 +306,21 @@ class Heartbeat(_Control):
 
     ``incarnation`` grows across restarts of the sender (e.g. its start time in ns), so a
     restarted node's heartbeats beat those of its previous life. ``timestamp`` is the sender's
-    clock, informational only: detection uses the receiver's clock.
+    clock, informational only: detection uses the receiver's clock. ``down_mask``: the
+    sender's view, bit r set when it counts rank r down (ranks >= 64 are not reported), so
+    the client can tell when the mesh agrees on a failure.
     """
 
     sequence: int = 0
+    down_mask: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_uint("sequence", self.sequence, _U64)
+        _check_uint("down_mask", self.down_mask, _U64)
+
+    def down(self) -> frozenset[int]:
+        return frozenset(r for r in range(64) if self.down_mask >> r & 1)
 
     @property
     def kind(self) -> MessageKind:
@@ -321,7 +328,7 @@ class Heartbeat(_Control):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Heartbeat:
-        keys = ("sender", "incarnation", "epoch", "timestamp", "sequence")
+        keys = ("sender", "incarnation", "epoch", "timestamp", "sequence", "down_mask")
         return cls(**cls._from_dict(data, keys))
 
 
@@ -357,7 +364,7 @@ Message = Union[Activation, Result, Input, Heartbeat, Join, Leave]
 _PREFIX = struct.Struct("<4sBB")
 _ACT = struct.Struct("<QIQHBBBxIQ")
 _RES = struct.Struct("<QQHBBQ")
-_HB = struct.Struct("<HQQQd")
+_HB = struct.Struct("<HQQQdQ")
 _CTL = struct.Struct("<HQQd")
 _INDEX_PARTITION, _INDEX_EXPLICIT = 0, 1
 _TENSOR_KINDS = frozenset(
@@ -377,7 +384,7 @@ def encode(msg: Message) -> list[bytes | memoryview]:
     prefix = _PREFIX.pack(MAGIC, VERSION, int(msg.kind))
     if isinstance(msg, Heartbeat):
         fields = (msg.sender, msg.incarnation, msg.epoch, msg.sequence, msg.timestamp)
-        return [prefix + _HB.pack(*fields)]
+        return [prefix + _HB.pack(*fields, msg.down_mask)]
     if isinstance(msg, (Join, Leave)):
         return [prefix + _CTL.pack(msg.sender, msg.incarnation, msg.epoch, msg.timestamp)]
     data = _wire_array(msg.data)
@@ -484,11 +491,12 @@ def _decode_control(kind: MessageKind, header: memoryview, limits: WireLimits) -
         _fail(DropReason.HEADER_LENGTH, f"{kind.name} header of {len(header)} bytes")
     fields = layout.unpack_from(header, _PREFIX.size)
     _check_rank(fields[0], limits)
-    if not math.isfinite(fields[-1]):
-        _fail(DropReason.BAD_FIELD, f"timestamp {fields[-1]}")
+    stamp = fields[4] if kind is MessageKind.HEARTBEAT else fields[3]
+    if not math.isfinite(stamp):
+        _fail(DropReason.BAD_FIELD, f"timestamp {stamp}")
     if kind is MessageKind.HEARTBEAT:
-        sender, incarnation, epoch, sequence, stamp = fields
-        return Heartbeat(sender, incarnation, epoch, stamp, sequence)
+        sender, incarnation, epoch, sequence, stamp, down_mask = fields
+        return Heartbeat(sender, incarnation, epoch, stamp, sequence, down_mask)
     return _CONTROL_TYPES[kind](*fields)
 
 

@@ -172,11 +172,11 @@ def test_join_precedes_the_first_heartbeat(view: Membership, clock: FakeClock) -
     assert view.observe_join(Join(2, incarnation=9, epoch=0, timestamp=0.0)) == []  # replay
 
 
-def test_leave_marks_down_at_once(view: Membership) -> None:
+def test_leave_marks_down_at_once_as_left(view: Membership) -> None:
     view.observe(beat(1, 0, incarnation=5))
     assert view.observe_leave(Leave(1, incarnation=4, epoch=0, timestamp=0.0)) == []  # stale
     changes = view.observe_leave(Leave(1, incarnation=5, epoch=0, timestamp=0.0))
-    assert changes[0].event is MembershipEvent.DOWN and view.down() == {1}
+    assert changes[0].event is MembershipEvent.LEFT and view.down() == {1}
     assert view.observe_leave(Leave(1, incarnation=5, epoch=0, timestamp=0.0)) == []
 
 

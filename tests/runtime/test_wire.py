@@ -183,7 +183,7 @@ MALFORMED: dict[str, tuple[Any, DropReason]] = {
     "activation tail - byte": (act_frames(tail=bytes(31)), DropReason.HEADER_LENGTH),
     "heartbeat rank": ([encode(heartbeat(sender=4))[0]], DropReason.BAD_RANK),
     "activation rank": (act_frames(sender=65535), DropReason.BAD_RANK),
-    "nan timestamp": ([HB[:-8] + struct.pack("<d", np.nan)],
+    "nan timestamp": ([HB[:-16] + struct.pack("<dQ", np.nan, 0)],
                       DropReason.BAD_FIELD),
     "inf timestamp": ([bytes(encode(Join(0, 0, 0, 0.0))[0])[:-8] + struct.pack("<d", np.inf)],
                       DropReason.BAD_FIELD),
