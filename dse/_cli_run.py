@@ -106,12 +106,16 @@ def _print(summary: RunSummary) -> None:
             faults.add_row(f.fault, f"{f.at_s:.2f}", _s(f.detection_delay_s), _s(f.rejoin_delay_s))
         console.print(faults)
     nodes = Table(
-        "node", "answered first", "answered", "sent / image", "peak RSS", "dropped", "exit"
-    )
+        "node", "answered first", "answered", "sent / image", "peak RSS", "J / image",
+        "dropped", "exit",
+    )  # fmt: skip
     for n in summary.nodes:
+        energy = "-" if n.energy_j_per_image is None else f"{n.energy_j_per_image:.4f}"
         nodes.add_row(
             str(n.rank), str(n.answered_first), str(n.images_answered),
-            f"{n.bytes_sent_per_image / 1024:.1f} KiB", f"{n.peak_rss_mb:.0f} MiB",
+            f"{n.bytes_sent_per_image / 1024:.1f} KiB",
+            "-" if math.isnan(n.peak_rss_mb) else f"{n.peak_rss_mb:.0f} MiB",
+            f"{energy} ({n.energy_source})" if n.energy_j_per_image is not None else "-",
             str(sum(n.drops.values())), n.exit + (f" ({n.lives} lives)" if n.lives > 1 else ""),
         )  # fmt: skip
     console.print(nodes)

@@ -340,9 +340,24 @@ def _free_ports(count: int) -> list[int]:
 
 def _node_context() -> Any:
     """A forkserver that has imported the node code (torch included) once."""
+    _quiet_resource_tracker()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["runtime._node"])
     return context
+
+
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker without its leak warning: a node killed with
+    SIGKILL (a fault we inject on purpose) cannot release its process semaphore, the tracker
+    releases it, and its warning would read as a bug in the run."""
+    from multiprocessing import resource_tracker
+
+    saved = list(sys.warnoptions)
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions[:] = saved
 
 
 def _node_process(

@@ -41,6 +41,7 @@ from runtime._keys import curve_public_key
 from runtime._membership import HeartbeatConfig
 from runtime._program import NodeProgram
 from runtime._transport import Mesh
+from runtime.meters import MeterReport, NodeMeters
 
 __all__ = ["LoadedNode", "load_node", "serve"]
 
@@ -135,19 +136,35 @@ def serve(
     heartbeat = HeartbeatConfig(node.runtime.heartbeat_s, node.runtime.timeout_s)
     engine = NodeEngine(node.program, mesh, heartbeat, config=EngineConfig(in_flight=in_flight))
     ready = time.monotonic()
+    meters = NodeMeters.best_available(estimate_j_per_image=_estimate(node.manifest, rank))
+    meters.start()
     try:
         while not stopping:
             engine.turn(0.05)
         engine.leave()
     finally:
+        measured = meters.stop(images=engine.stats.images_answered)
         if report is not None:
-            _write_report(Path(report), engine, mesh, node, started, ready)
+            _write_report(Path(report), engine, mesh, node, started, ready, measured)
         mesh.close()
     return 0
 
 
+def _estimate(manifest: Manifest, rank: int) -> float | None:
+    """The cost model's energy per image for this node, the meters' last resort."""
+    if manifest.expected is None:
+        return None
+    return manifest.expected.costs.per_device[rank].energy_j
+
+
 def _write_report(
-    path: Path, engine: NodeEngine, mesh: Mesh, node: LoadedNode, started: float, ready: float
+    path: Path,
+    engine: NodeEngine,
+    mesh: Mesh,
+    node: LoadedNode,
+    started: float,
+    ready: float,
+    measured: MeterReport,
 ) -> None:
     data = {
         "rank": engine.rank,
@@ -164,5 +181,6 @@ def _write_report(
         "send_dropped": mesh.send_dropped,
         "denied_connections": mesh.denied,
         "membership": [c.to_dict() for c in engine.membership.history],
+        "meters": measured.to_dict(),
     }
     atomic_write_bytes(path, (json.dumps(data, indent=1) + "\n").encode())

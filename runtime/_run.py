@@ -53,6 +53,8 @@ class NodeReport:
     bytes_sent_per_image: float
     payload_sent_per_image: float
     peak_rss_mb: float
+    energy_j_per_image: float | None
+    energy_source: str  # e.g. "measured:rapl", "estimated:cost-model"
     drops: dict[str, int]
     denied_connections: int
     exit: str  # "stopped" (clean), "killed", or an exit status
@@ -300,6 +302,7 @@ def _nodes(
             for reason, count in r["stats"]["drops"].items():
                 drops[reason] = drops.get(reason, 0) + count
         last = mine[-1]
+        energy = reports[-1]["meters"]["energy"] if reports else None
         nodes.append(
             NodeReport(
                 rank=rank,
@@ -309,6 +312,8 @@ def _nodes(
                 bytes_sent_per_image=total / n,
                 payload_sent_per_image=payload / n,
                 peak_rss_mb=max((r["peak_rss_bytes"] for r in reports), default=math.nan) / 2**20,
+                energy_j_per_image=None if energy is None else energy.get("joules_per_image"),
+                energy_source="-" if energy is None else str(energy.get("source")),
                 drops=drops,
                 denied_connections=sum(r["denied_connections"] for r in reports),
                 exit=_exit(last),
