@@ -76,6 +76,34 @@ class _RowConv(nn.Module):
         )  # fmt: skip
 
 
+class _StackedParityConv(nn.Module):
+    """CDC parity of a depthwise convolution: parity row k is the sum over the data slices of
+    their k-th channel's convolution, i.e. one grouped convolution (a group per row) over the
+    gathered input channels, with the slices' rows side by side (``[rows, slices, kh, kw]``)."""
+
+    index: Tensor
+
+    def __init__(
+        self, conv: nn.Conv2d, slices: Sequence[Sequence[int]], weight: Tensor, bias: Tensor | None
+    ):
+        super().__init__()
+        rows = weight.shape[0]
+        index = [
+            (slice_[k] if k < len(slice_) else 0) for k in range(rows) for slice_ in slices
+        ]  # a missing neuron reads channel 0 with a zero weight
+        self.register_buffer("index", torch.tensor(index, dtype=torch.long))
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.stride, self.padding = conv.stride, conv.padding
+        self.dilation, self.groups = conv.dilation, max(1, rows)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(
+            x.index_select(1, self.index), self.weight, self.bias, self.stride, self.padding,
+            self.dilation, self.groups,
+        )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class _Step:
     """One graph node, resolved once: how to compute it and when its inputs die."""
@@ -128,15 +156,9 @@ class NodeProgram:
         for unit in self.units:
             module = self._gm.get_submodule(unit.name)
             if isinstance(module, nn.Conv2d) and module.groups > 1:
-                if self.is_parity:
-                    raise UnsupportedModelError(
-                        f"CDC's parity of grouped convolution `{unit.name}` cannot be computed "
-                        "from summed rows (each output channel reads other inputs); deploy "
-                        "another method for this model."
-                    )
                 weight = self._shard.pop(f"{unit.name}.weight")
                 bias = self._shard.pop(f"{unit.name}.bias", None)
-                self._set_module(unit.name, _RowConv(module, self._rows[unit.index], weight, bias))
+                self._set_module(unit.name, self._grouped(unit, module, weight, bias))
         for name, tensor in self._shard.items():
             if name not in specs:
                 raise InvalidParameterError(f"the shard's tensor `{name}` is not in the layout.")
@@ -146,6 +168,22 @@ class NodeProgram:
                 module._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
             else:
                 module._buffers[attr] = tensor
+
+    def _grouped(
+        self, unit: Unit, conv: nn.Conv2d, weight: Tensor, bias: Tensor | None
+    ) -> nn.Module:
+        """A grouped convolution's rows; on the CDC parity device, a depthwise one's parity."""
+        if not self.is_parity:
+            return _RowConv(conv, self._rows[unit.index], weight, bias)
+        if not self.layout.is_depthwise(unit.index):
+            raise UnsupportedModelError(
+                f"CDC's parity of grouped convolution `{unit.name}` (groups {conv.groups}, not "
+                "depthwise) is not supported; deploy another method for this model."
+            )
+        slices = [
+            n for d, n in enumerate(self.partition.assignments[unit.index]) if d != self.rank
+        ]
+        return _StackedParityConv(conv, slices, weight, bias)
 
     def _set_module(self, target: str, module: nn.Module) -> None:
         parent, _, name = target.rpartition(".")

@@ -27,9 +27,9 @@ from robustdice_core.bundle._manifest import (
 from robustdice_core.bundle._read import load_shard, read_runtime, reassemble
 from robustdice_core.bundle._runtime_config import (
     DEFAULT_BASE_PORT,
-    ClientAddress,
     DEFAULT_HEARTBEAT_S,
     DEFAULT_TIMEOUT_S,
+    ClientAddress,
     NodeAddress,
     NodeConfig,
     NodeKeys,

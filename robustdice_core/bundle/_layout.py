@@ -35,7 +35,7 @@ from robustdice_core.bundle._fields import (
     get_str,
     where,
 )
-from robustdice_core.units import TracedModel, Unit
+from robustdice_core.units import TracedModel, Unit, UnitKind
 
 __all__ = ["ScalarEntry", "TensorLayout", "TensorRole", "TensorSpec", "plan_layout"]
 
@@ -182,12 +182,16 @@ class TensorLayout:
 
     tensors: tuple[TensorSpec, ...]
     scalars: tuple[ScalarEntry, ...] = ()
+    depthwise_units: tuple[int, ...] = ()  # units whose layer is a depthwise convolution
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tensors] + [s.name for s in self.scalars]
         if len(set(names)) != len(names):
             repeated = next(n for n in names if names.count(n) > 1)
             raise CorruptFileError(f"tensor `{repeated}` is listed twice in the layout.")
+
+    def is_depthwise(self, unit: int | None) -> bool:
+        return unit in self.depthwise_units
 
     def of_unit(self, unit: int) -> Iterator[TensorSpec]:
         return (t for t in self.tensors if t.unit == unit)
@@ -212,12 +216,20 @@ class TensorLayout:
         return {
             "tensors": [t.to_dict() for t in self.tensors],
             "scalars": [s.to_dict() for s in self.scalars],
+            "depthwise_units": list(self.depthwise_units),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], prefix: str) -> TensorLayout:
         tensors = get_list(data, "tensors", prefix)
         scalars = get_list(data, "scalars", prefix)
+        depthwise = data.get("depthwise_units", [])
+        if not isinstance(depthwise, list) or not all(
+            isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in depthwise
+        ):
+            raise CorruptFileError(
+                f"field `{where(prefix, 'depthwise_units')}` must be a list of unit indices."
+            )
         return cls(
             tensors=tuple(
                 TensorSpec.from_dict(t, where(where(prefix, "tensors"), i))
@@ -227,6 +239,7 @@ class TensorLayout:
                 ScalarEntry.from_dict(s, where(where(prefix, "scalars"), i))
                 for i, s in enumerate(scalars)
             ),
+            depthwise_units=tuple(depthwise),
         )
 
 
@@ -258,7 +271,8 @@ def plan_layout(traced: TracedModel, state: Mapping[str, Tensor]) -> TensorLayou
                 dim=dim,
             )
         )
-    return TensorLayout(tuple(tensors), tuple(scalars))
+    depthwise = tuple(u.index for u in traced.units if u.kind is UnitKind.DEPTHWISE_CONV)
+    return TensorLayout(tuple(tensors), tuple(scalars), depthwise)
 
 
 def _unit_entries(

@@ -8,7 +8,11 @@ CDC's parity device computes the sum of the data slices' pre-activation outputs 
 `masking.SliceRecovery` recovers a lost slice on the layer's output, before the local ops).
 Its shard therefore holds, per unit, the element-wise sum of the data slices' layer rows
 (weight and bias), slice ``s`` contributing its ``k``-th neuron to parity row ``k``, shorter
-slices padded with zero rows: ``Partition.parity_rows(u)`` rows. It also holds every local-op
+slices padded with zero rows: ``Partition.parity_rows(u)`` rows. A depthwise convolution's
+output channels each read their own input channel, so summed rows compute nothing useful:
+there the parity keeps the slices' rows side by side, ``[rows, slices, kh, kw]`` (row k, input
+s: slice s's k-th neuron), and computes the parity as one grouped convolution over the
+gathered input channels; its bias is still the sum. It also holds every local-op
 parameter whole (BatchNorm, layer scale: a few values per neuron), because the runtime
 decodes on the parity device: it rebuilds a lost slice's pre-activation output and runs that
 slice's local ops before sending it on. And it holds every shared tensor (it computes on the
@@ -54,7 +58,9 @@ def _device_shard(
         if spec.role is TensorRole.SHARED:
             shard[spec.name] = tensor.clone().contiguous()
         elif parity and spec.role is TensorRole.LAYER:
-            shard[spec.name] = parity_tensor(tensor, spec, partition)
+            shard[spec.name] = parity_tensor(
+                tensor, spec, partition, stacked=layout.is_depthwise(spec.unit)
+            )
         elif parity:  # local ops of every slice: the parity device decodes lost slices
             shard[spec.name] = tensor.clone().contiguous()
         else:
@@ -64,10 +70,16 @@ def _device_shard(
     return shard
 
 
-def parity_tensor(tensor: Tensor, spec: TensorSpec, partition: Partition) -> Tensor:
-    """The parity rows of a layer tensor: the sum of the data slices, zero-padded."""
+def parity_tensor(
+    tensor: Tensor, spec: TensorSpec, partition: Partition, *, stacked: bool = False
+) -> Tensor:
+    """The parity rows of a layer tensor: the sum of the data slices, zero-padded; with
+    ``stacked`` (a depthwise weight ``[C, 1, kh, kw]``) the slices side by side instead,
+    ``[rows, slices, kh, kw]``."""
     assert spec.unit is not None and partition.parity_device is not None
     rows = partition.parity_rows(spec.unit)
+    if stacked and tensor.dim() == 4:
+        return _stacked_parity(tensor, spec.unit, partition, rows)
     moved = tensor.movedim(spec.dim, 0)
     total = moved.new_zeros((rows, *moved.shape[1:]))
     for device, neurons in enumerate(partition.assignments[spec.unit]):
@@ -75,6 +87,15 @@ def parity_tensor(tensor: Tensor, spec: TensorSpec, partition: Partition) -> Ten
             continue
         total[: len(neurons)] += moved[list(neurons)]
     return total.movedim(0, spec.dim).contiguous()
+
+
+def _stacked_parity(tensor: Tensor, unit: int, partition: Partition, rows: int) -> Tensor:
+    data = [n for d, n in enumerate(partition.assignments[unit]) if d != partition.parity_device]
+    out = tensor.new_zeros((rows, len(data), *tensor.shape[2:]))
+    for s, neurons in enumerate(data):
+        if neurons:
+            out[: len(neurons), s] = tensor[list(neurons), 0]
+    return out.contiguous()
 
 
 def shard_bytes(shard: Mapping[str, Tensor]) -> int:
@@ -100,6 +121,8 @@ def expected_shapes(
         )
         shape = list(spec.shape)
         shape[spec.dim] = rows
+        if parity and layout.is_depthwise(spec.unit) and len(shape) == 4:
+            shape[1] = partition.num_devices - 1  # the data slices side by side
         shapes[spec.name] = tuple(shape)
     return shapes
 
@@ -188,7 +211,8 @@ def check_parity(
     for spec in layout.tensors:
         if spec.role is not TensorRole.LAYER:
             continue
-        expected = parity_tensor(state[spec.name], spec, partition)
+        stacked = layout.is_depthwise(spec.unit)
+        expected = parity_tensor(state[spec.name], spec, partition, stacked=stacked)
         if not torch.allclose(shard[spec.name], expected, rtol=1e-6, atol=1e-6):
             raise CorruptFileError(
                 f"`{label}`: parity tensor `{spec.name}` is not the sum of the data slices' rows."

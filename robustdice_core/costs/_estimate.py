@@ -303,9 +303,8 @@ def _weights(partition: Partition, info: ModelCostInfo, held: np.ndarray) -> np.
         p = partition.parity_device
         local = info.params_per_neuron - info.linear_params_per_neuron
         sizes = np.asarray(partition.unit_sizes, dtype=np.float64)
-        weights[p] = (
-            held[:, p] @ info.linear_params_per_neuron + sizes @ local + info.mixing_params
-        )
+        row = info.parity_row_params(partition.num_devices - 1)
+        weights[p] = held[:, p] @ row + sizes @ local + info.mixing_params
     return weights
 
 
@@ -315,7 +314,8 @@ def _unit_flops(partition: Partition, info: ModelCostInfo, held: np.ndarray) -> 
     flops = held * per_neuron[:, None]
     if partition.parity_device is not None:
         p = partition.parity_device
-        flops[:, p] = held[:, p] * 2.0 * info.macs_per_neuron
+        factor = info.parity_factor(partition.num_devices - 1)
+        flops[:, p] = held[:, p] * 2.0 * info.macs_per_neuron * factor
     return flops
 
 

@@ -16,7 +16,7 @@ import torch.fx as fx
 from torch import nn
 
 from robustdice_core.costs._ops import input_elements, is_alias, node_elements, node_flops
-from robustdice_core.units import TracedModel
+from robustdice_core.units import TracedModel, UnitKind
 
 __all__ = ["ModelCostInfo"]
 
@@ -46,6 +46,8 @@ class ModelCostInfo:
     mixing_params: int  # parameters of channel-mixing layers (LayerNorm, ...): on every device
     act_full: np.ndarray  # [P]
     act_partial: np.ndarray  # [P, U]
+    depthwise: np.ndarray | None = None  # [U] bool: the layer is a depthwise convolution
+    bias_per_neuron: np.ndarray | None = None  # [U] 1 where the layer has a bias
 
     @property
     def num_units(self) -> int:
@@ -101,7 +103,29 @@ class ModelCostInfo:
             mixing_params=_mixing_params(gm, nodes, owner),
             act_full=act_full,
             act_partial=act_partial,
+            depthwise=np.array([u.kind is UnitKind.DEPTHWISE_CONV for u in units], dtype=bool),
+            bias_per_neuron=np.array(
+                [getattr(gm.get_submodule(u.name), "bias", None) is not None for u in units],
+                dtype=np.int64,
+            ),
         )
+
+    def parity_row_params(self, slices: int) -> np.ndarray:
+        """``[U]`` parameters of one CDC parity row: the layer's weight row and bias, or for a
+        depthwise layer ``slices`` weight rows side by side and one (summed) bias."""
+        bias = (
+            self.bias_per_neuron
+            if self.bias_per_neuron is not None
+            else np.zeros(self.num_units, dtype=np.int64)
+        )
+        weights = self.linear_params_per_neuron - bias
+        return self.parity_factor(slices) * weights + bias
+
+    def parity_factor(self, slices: int) -> np.ndarray:
+        """``[U]`` CDC parity work per row, in data rows: 1 (summed rows), or ``slices`` for a
+        depthwise layer (its slices' rows side by side, see `bundle` shards)."""
+        depthwise = self.depthwise if self.depthwise is not None else np.zeros(self.num_units)
+        return np.where(depthwise, slices, 1)
 
 
 def _linear_params(layer: nn.Module) -> int:

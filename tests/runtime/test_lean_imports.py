@@ -14,7 +14,8 @@ HEAVY = {"optuna", "pymoo", "pandas", "plotly", "dse", "reports", "studies", "sk
 
 
 def _imported_by(modules: str) -> set[str]:
-    code = f"import sys, json, {modules}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    names = "sorted({m.split('.')[0] for m in sys.modules})"
+    code = f"import sys, json, {modules}; print(json.dumps({names}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(json.loads(out.stdout))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustdice_core import UnsupportedModelError
 from runtime._program import NodeProgram, UnitStep
 from runtime._simulate import simulated_logits
 from runtime._sync import SyncPlan, assemble, rebuild_lost_slice
@@ -61,8 +60,6 @@ def _gather_run(progs: list[NodeProgram], images: torch.Tensor, down: set[int]) 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("method", ["lop", "replication", "robustdice", "cdc"])
 def test_node_programs_together_equal_the_whole_model(name: str, method: str) -> None:
-    if method == "cdc" and name == "digits-convnext":
-        pytest.skip("CDC parity of depthwise convolutions: refused (see the next test)")
     images, _ = digits_images(name, 16)
     progs = programs(name, partition_of(method, unit_sizes(name)))
     with torch.inference_mode():
@@ -71,7 +68,7 @@ def test_node_programs_together_equal_the_whole_model(name: str, method: str) ->
     torch.testing.assert_close(logits, reference, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["digits-alexnet", "digits-vgg-bn"])
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("down", [{2}, {0, 1}])
 def test_cdc_decoding_on_the_parity_device_equals_the_simulation(
     name: str, down: set[int]
@@ -95,10 +92,11 @@ def test_a_failed_device_is_zero_as_in_the_simulation(method: str) -> None:
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
 
 
-def test_cdc_parity_of_a_depthwise_convolution_is_refused_clearly() -> None:
+def test_cdc_parity_of_a_depthwise_convolution_keeps_the_slices_side_by_side() -> None:
     partition = partition_of("cdc", unit_sizes("digits-convnext"))
-    with pytest.raises(UnsupportedModelError, match="grouped convolution .* cannot be computed"):
-        programs("digits-convnext", partition)
+    parity = programs("digits-convnext", partition)[3]
+    conv = parity._gm.get_submodule("features.1.0.block.0")
+    assert tuple(conv.weight.shape[:2]) == (partition.parity_rows(1), 3)
 
 
 def test_a_device_without_rows_yields_an_empty_share() -> None:
