@@ -90,6 +90,7 @@ class EngineStats:
     images_started: int = 0
     images_answered: int = 0
     images_skipped: int = 0  # answered by others before this node got to them
+    images_unadmitted: int = 0  # left to the others while peers still counted us down
     absent_waits: int = 0  # (image, peer) pairs zero-filled after a data timeout
     compute_s: float = 0.0
     drops: DropCounter = field(default_factory=DropCounter)
@@ -101,6 +102,7 @@ class EngineStats:
             "images_started": self.images_started,
             "images_answered": self.images_answered,
             "images_skipped": self.images_skipped,
+            "images_unadmitted": self.images_unadmitted,
             "absent_waits": self.absent_waits,
             "compute_s": self.compute_s,
             "drops": self.drops.to_dict(),
@@ -154,6 +156,7 @@ class NodeEngine:
         self._finished_below = 0  # every image below this one is done or skipped
         self._finished: set[int] = set()  # done at or above ``_finished_below``
         self._joined = False
+        self._views: dict[int, frozenset[int]] = {}  # per peer heard: whom it counts down
 
     # ----------------------------------------------------------------- loop
     def turn(self, max_wait_s: float) -> list[MembershipChange]:
@@ -161,10 +164,11 @@ class NodeEngine:
         if not self._joined:
             self._send_control(Join(self.rank, self.incarnation, 0, self.clock()))
             self._joined = True
+        epoch = self.membership.epoch
         for received in self.transport.poll(min(max_wait_s, self._next_wake())):
             self._handle(received)
         changes = self.membership.check()
-        self._beat()
+        self._beat(now=self.membership.epoch != epoch)
         start = time.perf_counter()
         self._advance()
         self.stats.compute_s += time.perf_counter() - start
@@ -185,7 +189,11 @@ class NodeEngine:
                 times.append(image.wait_since + self.heartbeat.timeout)
         return max(0.0, min(times) - now) if times else self.heartbeat.interval
 
-    def _beat(self) -> None:
+    def _beat(self, *, now: bool = False) -> None:
+        """A heartbeat when due, or ``now`` (our view changed: a peer that came back learns
+        at once that we count it alive again)."""
+        if now:
+            self.schedule.due_now()
         sequence = self.schedule.poll()
         if sequence is not None:
             mask = sum(1 << r for r in self.membership.down() if r < 64)
@@ -219,6 +227,7 @@ class NodeEngine:
             return
         if isinstance(msg, Heartbeat):
             self.membership.observe(msg)
+            self._views[msg.sender] = msg.down()
         elif isinstance(msg, Join):
             self.membership.observe_join(msg)
         else:
@@ -308,11 +317,34 @@ class NodeEngine:
             if image is None:
                 continue
             if image.run is None and image.image is not None:
-                if self._running() >= self.config.in_flight:
+                if self._running() >= self.config.in_flight or not self._heard_everyone():
+                    continue
+                if not self._admitted():
+                    self._drop_unadmitted(image)
                     continue
                 self._start(image)
             while image.step is not None and self._ready(image):
                 self._resume(image)
+
+    def _heard_everyone(self) -> bool:
+        """Every peer has beaten since we started, or is counted down: we know whether it
+        counts us in (a restarted node learns the mesh's view before it computes)."""
+        down = self.membership.down()
+        return all(p in self._views or p in down for p in self._peers())
+
+    def _admitted(self) -> bool:
+        """No live peer counts us down. A node that was down is ignored by its peers until
+        they hear it again; an image it computed meanwhile would see every peer absent and
+        answer alone, so it leaves such images to the others."""
+        down = self.membership.down()
+        return all(self.rank not in self._views.get(p, ()) for p in self._peers() if p not in down)
+
+    def _drop_unadmitted(self, image: _Image) -> None:
+        self.stats.images_unadmitted += 1
+        self._close(image.image_id)
+
+    def _peers(self) -> list[int]:
+        return [p for p in range(self.plan.num_devices) if p != self.rank]
 
     def _running(self) -> int:
         return sum(1 for i in self._images.values() if i.run is not None)

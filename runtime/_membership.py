@@ -101,6 +101,10 @@ class HeartbeatSchedule:
         """Seconds until the next heartbeat is due (0 when due): a poll timeout."""
         return max(0.0, self._next_at - self._clock())
 
+    def due_now(self) -> None:
+        """Make the next heartbeat due at once (the grid restarts from it)."""
+        self._next_at = min(self._next_at, self._clock())
+
     def poll(self) -> int | None:
         """The sequence number to send now, or None when no heartbeat is due yet."""
         now = self._clock()

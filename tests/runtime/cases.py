@@ -126,7 +126,9 @@ class FakeNetwork:
         self.size = len(progs)
         self.clock = FakeClock()
         self.results: list[list[bytes]] = []
-        self.stopped: set[int] = set()
+        self.stopped: set[int] = set()  # neither run nor receive (a dead process)
+        self.frozen: set[int] = set()  # do not run, but messages queue (SIGSTOP)
+        self.answers: list[tuple[int, int, Tensor]] = []  # (sender, image, logits), all
         self.transports = [FakeTransport(r, self) for r in range(self.size)]
         self.engines = [
             NodeEngine(
@@ -147,7 +149,7 @@ class FakeNetwork:
         end = self.clock.now + seconds
         while self.clock.now < end:
             for r, engine in enumerate(self.engines):
-                if r not in self.stopped:
+                if r not in self.stopped and r not in self.frozen:
                     engine.turn(0.0)
             self.clock.now += step
 
@@ -159,7 +161,7 @@ class FakeNetwork:
         for i in range(images.shape[0]):
             frames = encode(Input(base + i, base, images[i : i + 1].numpy()))
             for r in range(self.size):
-                if r not in self.stopped:
+                if r not in self.stopped:  # a frozen node's queue holds the input
                     copied = [bytes(memoryview(f)) for f in frames]
                     self.transports[r].inbox.append(Received(Channel.DATA, copied, CLIENT))  # type: ignore[arg-type]
         answers: dict[int, Tensor] = {}
@@ -171,7 +173,9 @@ class FakeNetwork:
             for frames in self.results:
                 msg = decode(frames, limits)
                 assert isinstance(msg, Result)
-                answers.setdefault(msg.image_id - base, torch.from_numpy(msg.data.copy()))
+                logits = torch.from_numpy(msg.data.copy())
+                self.answers.append((msg.sender, msg.image_id - base, logits))
+                answers.setdefault(msg.image_id - base, logits)
             self.results.clear()
         assert len(answers) == images.shape[0], f"{images.shape[0] - len(answers)} unanswered"
         return torch.cat([answers[i] for i in range(images.shape[0])])

@@ -156,5 +156,27 @@ def test_a_stopped_node_skips_what_others_answered(images: torch.Tensor) -> None
             Received(Channel.DATA, [bytes(memoryview(f)) for f in frames], CLIENT)
         )
     net.run(0.05)
-    assert net.engines[3].stats.images_skipped == 6
-    assert net.engines[3].stats.images_started == 1
+    stats = net.engines[3].stats
+    assert stats.images_skipped == 6
+    # the one new image: computed, or left to the others while they still count node 3 down
+    assert stats.images_started + stats.images_unadmitted == 1
+
+
+def test_a_node_back_from_a_freeze_leaves_images_to_the_others_until_readmitted(
+    images: torch.Tensor,
+) -> None:
+    """Its peers ignore it until they hear it again; an image it computed meanwhile would
+    see every peer absent, so it answers nothing until its peers count it in."""
+    net = _network("lop")
+    net.run(0.1)
+    net.frozen.add(2)
+    net.run(HEARTBEAT.timeout + 3 * HEARTBEAT.interval)
+    assert all(2 in e.membership.down() for r, e in enumerate(net.engines) if r != 2)
+    net.frozen.discard(2)
+    net.infer(images[:6])
+    with torch.inference_mode():
+        whole = model(NAME).module.eval()(images[:6])
+    from_2 = [(i, logits) for sender, i, logits in net.answers if sender == 2]
+    for i, logits in from_2:  # never a lone answer: whole images only
+        torch.testing.assert_close(logits, whole[i : i + 1], atol=1e-4, rtol=0)
+    assert net.engines[2].stats.images_unadmitted >= 1
