@@ -88,6 +88,7 @@ class Client:
         self.last_heard: dict[int, float] = {}
         self.views: dict[int, frozenset[int]] = {}  # per node, the ranks it counts down
         self._next_id = 0  # image ids stay unique across streams: nodes forget old ones
+        self._active: tuple[StreamResult, np.ndarray, Clock] | None = None
 
     def wait_ready(
         self, timeout_s: float, *, alive: Callable[[], list[int]] | None = None
@@ -109,7 +110,7 @@ class Client:
                     raise RobustDiceError(
                         f"node {dead[0]} exited while starting; see its error above."
                     )
-            self._poll(0.05, None)
+            self._poll(0.05)
 
     def _heartbeat(self, rank: int, frames: list[zmq.Frame]) -> None:
         try:
@@ -127,7 +128,7 @@ class Client:
         while time.monotonic() < deadline:
             if all(self.views.get(r) == down for r in nodes):
                 return True
-            self._poll(0.02, None)
+            self._poll(0.02)
         return False
 
     def stream(
@@ -159,6 +160,9 @@ class Client:
         base = self._next_id
         self._next_id += n
         watermark = next_image = 0
+        # answers are taken by every poll while this stream runs, also by a callback's (a
+        # fault hook that waits for the mesh to agree must not discard them)
+        self._active = (result, done, clock)
         while watermark < n:
             while next_image < n and next_image - watermark < in_flight:
                 if before_send is not None:
@@ -170,7 +174,7 @@ class Client:
                         result.sent.add("input", frames)
                 result.sent_at[next_image] = clock()
                 next_image += 1
-            self._poll(0.01, (result, done, clock))
+            self._poll(0.01)
             if on_tick is not None:
                 on_tick()
             now = clock()
@@ -180,11 +184,11 @@ class Client:
             while watermark < n and done[watermark]:
                 watermark += 1
         result.finished = clock()
+        self._active = None
         return result
 
-    def _poll(
-        self, timeout_s: float, stream: tuple[StreamResult, np.ndarray, Clock] | None
-    ) -> None:
+    def _poll(self, timeout_s: float) -> None:
+        stream = self._active
         for socket, frames in drain(self._poller, timeout_s):
             rank = self._beats.get(socket)
             if rank is not None:
