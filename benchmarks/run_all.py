@@ -7,10 +7,24 @@ from types import ModuleType
 
 from rich.table import Table
 
-from benchmarks import bench_failure_eval, bench_partition, bench_s3
+from benchmarks import (
+    bench_failure_eval,
+    bench_partition,
+    bench_racing,
+    bench_runtime,
+    bench_s3,
+    bench_s3_memory,
+)
 from benchmarks._common import BenchResult, console, quick_parser, report
 
-BENCHMARKS: tuple[ModuleType, ...] = (bench_partition, bench_failure_eval, bench_s3)
+BENCHMARKS: tuple[ModuleType, ...] = (
+    bench_partition,
+    bench_failure_eval,
+    bench_s3,
+    bench_s3_memory,
+    bench_racing,
+    bench_runtime,
+)
 
 
 def run_one(module: ModuleType, quick: bool) -> tuple[BenchResult, Table]:

@@ -21,8 +21,10 @@ __all__ = [
     "DEFAULTS",
     "DEFAULT_STORAGE",
     "INTERRUPTED_EXIT",
+    "BatchSizeOpt",
     "CalibrationOpt",
     "ClusteringOpt",
+    "ComputeDeviceOpt",
     "DataOpt",
     "DevicesOpt",
     "ModelOpt",
@@ -62,6 +64,21 @@ ClusteringOpt = Annotated[
 CalibrationOpt = Annotated[int | None, typer.Option(help="Calibration images.")]
 TestSizeOpt = Annotated[int | None, typer.Option(help="Test images.")]
 StorageOpt = Annotated[str, typer.Option(help="Optuna storage URL or journal .log file.")]
+ComputeDeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where importance scores and failure evaluation run: auto (CUDA when present), "
+        "cpu, cuda or cuda:N. Results mean the same on every device (docs/semantics.md).",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Samples (images x failure sets, or images x s3 ablations) per batched forward "
+        "(default: from a memory budget; on CUDA half the free memory)."
+    ),
+]
 StudyArg = Annotated[
     str | None, typer.Argument(help="Study name (default: the most recent in the storage).")
 ]

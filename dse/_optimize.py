@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from dse._export import baselines_frame, front_trials, trials_frame, units_frame
 from dse._journal import storage_notes
 from dse._pareto import ReferenceBox, hypervolume
 from dse._problem import Evaluation, RobustnessProblem
-from dse._record import FAIL_REASON_ATTR, TrialRecord, record_constraints
+from dse._record import FAIL_REASON_ATTR, TrialRecord, is_feasible, record_constraints
 from dse._results import BaselineResult
 from dse._samplers import SAMPLERS, SamplerRequest
 from dse._settings import MAX_SEED, StudySettings
@@ -58,6 +59,7 @@ __all__ = [
     "Progress",
     "make_objective",
     "prepare_study",
+    "racing_front",
     "reference_box",
     "run_study",
     "work",
@@ -284,7 +286,8 @@ def writable_dir(path: Path, flag: str) -> Path:
 
 
 def make_objective(problem: RobustnessProblem) -> Callable[[Trial], tuple[float, ...]]:
-    """One trial: suggest every threshold, evaluate, record the trial's figures."""
+    """One trial: suggest every threshold, evaluate (raced against the study's front when
+    the study races), record the trial's figures."""
     space = problem.space
 
     def objective(trial: Trial) -> tuple[float, ...]:
@@ -292,8 +295,9 @@ def make_objective(problem: RobustnessProblem) -> Callable[[Trial], tuple[float,
             trial.suggest_float(n, lo, hi)
             for n, lo, hi in zip(space.names, space.low, space.high, strict=True)
         ]
+        front = partial(racing_front, trial.study) if problem.race is not None else None
         try:
-            evaluation = problem.evaluate_params(params)
+            evaluation = problem.evaluate_params(params, front=front)
         except RobustDiceError as err:  # Optuna records FAIL but not why: keep the message
             trial.set_user_attr(FAIL_REASON_ATTR, str(err))
             raise
@@ -303,6 +307,22 @@ def make_objective(problem: RobustnessProblem) -> Callable[[Trial], tuple[float,
         return evaluation.values
 
     return objective
+
+
+def racing_front(study: optuna.Study) -> np.ndarray:
+    """Objective values ``[n, objectives]`` of the study's fully evaluated feasible trials,
+    in every process: what a raced trial must be able to reach."""
+    values = [
+        t.values
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if is_feasible(t) and not _raced_out(t)
+    ]
+    return np.array(values, dtype=float).reshape(len(values), len(study.directions))
+
+
+def _raced_out(trial: FrozenTrial) -> bool:
+    record = TrialRecord.from_trial(trial)
+    return record is not None and record.raced_out
 
 
 def run_study(

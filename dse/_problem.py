@@ -1,29 +1,137 @@
-"""The optimisation problem: thresholds -> partition -> (costs, accuracy) -> objective values."""
+"""The optimisation problem: thresholds -> partition -> (costs, accuracy) -> objective values.
+
+Racing (`--racing F`, opt-in): a trial's accuracy is first measured on a fixed, seeded random
+F-share of the test images. Its costs are exact by then, so its most optimistic objective
+vector is known: the costs, and for `acc` the aggregate of an upper confidence bound on every
+failure set's Top-1 (`accuracy_upper_bound`). The rest of the images are evaluated only when
+that vector could still reach the Pareto front, i.e. no fully evaluated feasible trial of the
+study dominates it and it meets the constraints. Otherwise the trial is *raced out*: its `acc`
+is the subset's estimate, and its record says so (`RaceRecord`). A raced-out trial is
+dominated by construction, so it never enters the front.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from dse._objectives import Objective, TrialOutcome
-from dse._settings import SEARCH_ONLY_SETTINGS, SETTINGS_SCHEMA, StudySettings
+from dse._record import RaceRecord
+from dse._settings import RUN_SETTINGS, SEARCH_ONLY_SETTINGS, SETTINGS_SCHEMA, StudySettings
 from dse._space import SearchablePartitioner, ThresholdSpace, build_space
 from dse._workbench import Workbench, open_workbench
-from robustdice_core import BASELINES, InvalidParameterError, Partition, failure_sets
+from robustdice_core import (
+    BASELINES,
+    FailureAccuracy,
+    FailureEvaluator,
+    InvalidParameterError,
+    Partition,
+    failure_sets,
+)
 from robustdice_core.costs import (
+    CostEstimate,
     ModelCostInfo,
     estimate_costs,
     load_device_profile,
     load_link_profile,
 )
 from robustdice_core.io import hash_json
+from robustdice_core.zoo import LabelledImages
 
-__all__ = ["BASELINE_NAMES", "Evaluation", "RobustnessProblem"]
+__all__ = [
+    "BASELINE_NAMES",
+    "RACE_Z",
+    "Evaluation",
+    "FrontValues",
+    "RobustnessProblem",
+    "StagedEvaluator",
+    "accuracy_upper_bound",
+]
 
 BASELINE_NAMES = ("lop", "cdc", "replication")  # registry keys, in table order
+# One-sided normal quantile of the racing bound: the full-set Top-1 of one failure set lies
+# above its bound with probability about 0.13 % (a few failure sets per trial: under 1 %).
+RACE_Z = 3.0
+RACE_SEED = 0  # the racing subset: the same images in every process of a study
+# Objective values of the study's fully evaluated feasible trials, ``[n, objectives]``.
+FrontValues = Callable[[], np.ndarray]
+
+
+def accuracy_upper_bound(
+    correct: np.ndarray, images: int, population: int, z: float = RACE_Z
+) -> np.ndarray:
+    """Upper confidence bounds on the Top-1 over ``population`` images, per failure set,
+    from ``correct`` hits on a uniform random sample of ``images`` of them.
+
+    Wilson's score bound with the finite-population correction (the sample is drawn without
+    replacement: the effective sample size is ``images (N - 1) / (N - images)``), capped by
+    what the unseen images could add at most. Exact (the sample's value) when the sample is
+    the population.
+    """
+    p = np.asarray(correct, dtype=np.float64) / images
+    if images >= population:
+        return p
+    n = images * (population - 1) / (population - images)
+    centre = p + z**2 / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    wilson = (centre + spread) / (1 + z**2 / n)
+    most = (np.asarray(correct) + (population - images)) / population
+    return np.clip(np.minimum(wilson, most), p, 1.0)
+
+
+class StagedEvaluator:
+    """The test set in two fixed parts: a seeded random subset (raced first) and the rest.
+
+    The counts of the two parts add up to the whole test set's, so a trial that is
+    finished costs no more than one evaluated at once.
+    """
+
+    def __init__(self, bench: Workbench, fraction: float, *, seed: int = RACE_SEED) -> None:
+        test = bench.require_data().test
+        total = len(test)
+        if total < 2:
+            raise InvalidParameterError(
+                f"`--racing` needs at least 2 test images, got {total}; raise `--test-size`."
+            )
+        self.subset = min(total - 1, max(1, math.ceil(fraction * total)))
+        self.test_images = total
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+        first, rest = order[: self.subset].sort().values, order[self.subset :].sort().values
+        self.first: FailureEvaluator = bench.evaluator_for(_part(test, first))
+        self.rest: FailureEvaluator = bench.evaluator_for(_part(test, rest))
+
+    def accuracy(self, partition: Partition, sets: Sequence[tuple[int, ...]]) -> FailureAccuracy:
+        """Top-1 over the whole test set (both parts)."""
+        counts = self.first.correct_counts(partition, sets)
+        return self.finish(partition, sets, counts)
+
+    def finish(
+        self, partition: Partition, sets: Sequence[tuple[int, ...]], first: np.ndarray
+    ) -> FailureAccuracy:
+        """The whole test set's Top-1, given the subset's correct counts ``first``."""
+        counts = first + self.rest.correct_counts(partition, sets)
+        return _accuracy(partition, sets, counts / self.test_images)
+
+
+def _part(data: LabelledImages, index: torch.Tensor) -> LabelledImages:
+    return LabelledImages(data.images[index], data.labels[index])
+
+
+def _accuracy(
+    partition: Partition, sets: Sequence[tuple[int, ...]], fractions: np.ndarray
+) -> FailureAccuracy:
+    return FailureAccuracy(
+        num_devices=partition.num_devices,
+        failure_sets=tuple(tuple(sorted(f)) for f in sets),
+        accuracy=tuple(float(a) for a in fractions),
+    )
 
 
 @dataclass(frozen=True)
@@ -35,6 +143,7 @@ class Evaluation:
     values: tuple[float, ...]
     constraints: tuple[float, ...]  # <= 0 is feasible
     seconds: dict[str, float] = field(default_factory=dict)
+    race: RaceRecord | None = None  # how a raced trial's accuracy was obtained
 
     @property
     def feasible(self) -> bool:
@@ -61,6 +170,8 @@ class RobustnessProblem:
             calibration_size=settings.calibration_size,
             test_size=settings.test_size,
             need_accuracy=self.needs_accuracy,
+            device=settings.device,
+            batch_size=settings.batch_size,
         )
         self.cost_info = ModelCostInfo.from_traced(self.bench.traced)
         method = settings.search_method
@@ -77,14 +188,18 @@ class RobustnessProblem:
             threshold_range=settings.threshold_range,
             prefix=method.prefix,
         )
+        self.race: StagedEvaluator | None = None
+        if settings.racing is not None and self.needs_accuracy:
+            self.race = StagedEvaluator(self.bench, settings.racing)
 
     def for_settings(self, settings: StudySettings) -> RobustnessProblem:
         """The same problem under settings that differ only in how it is searched (sampler,
         seed, population) or constrained; reuses the loaded model, scores and data."""
-        other = settings.differences(self.settings)
-        if not set(other) <= SEARCH_ONLY_SETTINGS:
+        other = set(settings.differences(self.settings))
+        other |= {k for k in RUN_SETTINGS if getattr(settings, k) != getattr(self.settings, k)}
+        if not other <= SEARCH_ONLY_SETTINGS:
             raise InvalidParameterError(
-                f"settings {sorted(set(other) - SEARCH_ONLY_SETTINGS)} change the problem itself."
+                f"settings {sorted(other - SEARCH_ONLY_SETTINGS)} change the problem itself."
             )
         clone = copy.copy(self)
         clone.settings = settings
@@ -94,39 +209,96 @@ class RobustnessProblem:
     def constraint_names(self) -> tuple[str, ...]:
         return self.settings.constraint_names
 
-    def evaluate_params(self, params: Sequence[float]) -> Evaluation:
+    def evaluate_params(
+        self, params: Sequence[float], *, front: FrontValues | None = None
+    ) -> Evaluation:
         """Evaluate one point of the search space (one value per space parameter: thresholds
-        for RobustDiCE, protected fractions for budgeted)."""
+        for RobustDiCE, protected fractions for budgeted); with racing on, ``front`` gives
+        the values it must be able to reach (see the module docstring)."""
         start = time.perf_counter()
         partition = self.partitioner.partition_for(
             self.space.thresholds(params), self.settings.devices
         )
-        return self.evaluate_partition(partition, partition_seconds=time.perf_counter() - start)
+        return self.evaluate_partition(
+            partition, partition_seconds=time.perf_counter() - start, front=front
+        )
 
     def evaluate_partition(
-        self, partition: Partition, *, partition_seconds: float = 0.0
+        self,
+        partition: Partition,
+        *,
+        partition_seconds: float = 0.0,
+        front: FrontValues | None = None,
     ) -> Evaluation:
+        """Costs, then accuracy (raced when racing is on and ``front`` is given)."""
         start = time.perf_counter()
         costs = estimate_costs(
             partition, self.cost_info, self.device, self.link, dtype=self.settings.dtype
         )
         cost_end = time.perf_counter()
-        accuracy = None
-        if self.needs_accuracy:
-            accuracy = self.bench.require_evaluator().evaluate(partition, self.failure_sets)
+        accuracy, race = self._accuracy(partition, costs, front)
         end = time.perf_counter()
         outcome = TrialOutcome(costs, accuracy, partition.replication_factor)
         return Evaluation(
             partition=partition,
             outcome=outcome,
-            values=tuple(o.value(outcome, self.accuracy) for o in self.objectives),
+            values=self._values(outcome),
             constraints=tuple(self._constraints(outcome)),
             seconds={
                 "partition": partition_seconds,
                 "costs": cost_end - start,
                 "accuracy": end - cost_end,
             },
+            race=race,
         )
+
+    def _values(self, outcome: TrialOutcome) -> tuple[float, ...]:
+        return tuple(o.value(outcome, self.accuracy) for o in self.objectives)
+
+    def _accuracy(
+        self, partition: Partition, costs: CostEstimate, front: FrontValues | None
+    ) -> tuple[FailureAccuracy | None, RaceRecord | None]:
+        if not self.needs_accuracy:
+            return None, None
+        if self.race is None:
+            return self.bench.require_evaluator().evaluate(partition, self.failure_sets), None
+        if front is None:  # baselines, `dse evaluate`: the whole test set
+            return self.race.accuracy(partition, self.failure_sets), None
+        return self._raced(partition, costs, front, self.race)
+
+    def _raced(
+        self,
+        partition: Partition,
+        costs: CostEstimate,
+        front: FrontValues,
+        race: StagedEvaluator,
+    ) -> tuple[FailureAccuracy, RaceRecord]:
+        """The subset first; the rest only if the optimistic outcome could reach the front."""
+        sets = self.failure_sets
+        first = race.first.correct_counts(partition, sets)
+        upper = accuracy_upper_bound(first, race.subset, race.test_images)
+        optimistic = TrialOutcome(
+            costs, _accuracy(partition, sets, upper), partition.replication_factor
+        )
+        values = self._values(optimistic)
+        acc_upper = next(v for o, v in zip(self.objectives, values) if o.needs_accuracy)
+        out = not self._could_reach(optimistic, values, front)
+        record = RaceRecord(out, race.subset, race.test_images, acc_upper)
+        if out:
+            return _accuracy(partition, sets, first / race.subset), record
+        return race.finish(partition, sets, first), record
+
+    def _could_reach(
+        self, optimistic: TrialOutcome, values: tuple[float, ...], front: FrontValues
+    ) -> bool:
+        """Feasible, and not dominated by any fully evaluated feasible trial."""
+        if any(c > 0 for c in self._constraints(optimistic)):
+            return False
+        points = np.asarray(front(), dtype=float).reshape(-1, len(values))
+        signs = np.array([-1.0 if o.maximize else 1.0 for o in self.objectives])
+        mine, theirs = signs * np.asarray(values), signs * points
+        dominated = (theirs <= mine).all(axis=1) & (theirs < mine).any(axis=1)
+        return not bool(dominated.any())
 
     def _constraints(self, outcome: TrialOutcome) -> list[float]:
         values = []

@@ -8,7 +8,7 @@ figures, Top-1 % per failure set, timings) as JSON-able user attributes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAIL_REASON_ATTR",
+    "RACE_ATTR",
     "RETRY_OF_ATTR",
+    "RaceRecord",
     "TrialRecord",
     "failure_set_label",
     "is_feasible",
@@ -31,10 +33,45 @@ __all__ = [
 
 RETRY_OF_ATTR = "retry_of"  # on a re-queued trial: the number of the trial it repeats
 FAIL_REASON_ATTR = "fail_reason"  # on a failed trial: the one-line error
+RACE_ATTR = "race"  # on a trial of a racing study: `RaceRecord.to_dict`
 _KEYS = ("replication_factor", "latency_ms", "provenance", "devices", "seconds", "top1_pct")
 # Optuna's pre-5 record of constraints, a list (`_CONSTRAINTS_KEY` in
 # `optuna.study._constrained_optimization`): the only one optuna-dashboard (0.21) reads.
 _CONSTRAINT_LIST_KEY = "constraints"
+
+
+@dataclass(frozen=True)
+class RaceRecord:
+    """How a raced trial's accuracy was obtained.
+
+    Attributes:
+        raced_out: True when only the subset was evaluated; ``acc`` is then its estimate.
+        subset: test images in the racing subset.
+        test_images: test images in all.
+        acc_upper: the optimistic ``acc`` value the decision was taken on.
+    """
+
+    raced_out: bool
+    subset: int
+    test_images: int
+    acc_upper: float
+
+    @property
+    def images(self) -> int:
+        """The images the trial's accuracy is measured on."""
+        return self.subset if self.raced_out else self.test_images
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RaceRecord:
+        return cls(
+            bool(data["raced_out"]),
+            int(data["subset"]),
+            int(data["test_images"]),
+            float(data["acc_upper"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -45,6 +82,8 @@ class TrialRecord:
     the partition's weights and activations, ``weight_mb``, ``energy_j``, ``gflops``,
     ``mb_tx``); ``top1_pct`` maps a failure set label (`failure_set_label`: ``"no failure"``,
     ``"failed 0"``, ``"failed 1+3"``) to Top-1 accuracy in percent, the objective's unit.
+    ``race`` is set on the trials of a study with `--racing`: with ``raced_out``, the ``acc``
+    value and ``top1_pct`` are estimates from the racing subset only.
     """
 
     replication_factor: float
@@ -54,6 +93,12 @@ class TrialRecord:
     seconds: Mapping[str, float] = field(default_factory=dict)
     top1_pct: Mapping[str, float] = field(default_factory=dict)
     unit_replication: tuple[float, ...] = ()  # per unit: copies computed / neurons
+    race: RaceRecord | None = None
+
+    @property
+    def raced_out(self) -> bool:
+        """Only the racing subset was evaluated: the accuracy figures are its estimates."""
+        return self.race is not None and self.race.raced_out
 
     @classmethod
     def from_evaluation(cls, evaluation: Evaluation) -> TrialRecord:
@@ -76,6 +121,7 @@ class TrialRecord:
             seconds=dict(evaluation.seconds),
             top1_pct=_top1_pct(evaluation),
             unit_replication=evaluation.partition.unit_replication,
+            race=evaluation.race,
         )
 
     def to_user_attrs(self) -> dict[str, Any]:
@@ -90,6 +136,8 @@ class TrialRecord:
             attrs["top1_pct"] = dict(self.top1_pct)
         if self.unit_replication:
             attrs["unit_replication"] = list(self.unit_replication)
+        if self.race is not None:
+            attrs[RACE_ATTR] = self.race.to_dict()
         return attrs
 
     @classmethod
@@ -114,6 +162,7 @@ class TrialRecord:
             seconds=dict(attrs.get("seconds", {})),
             top1_pct=dict(attrs.get("top1_pct", {})),
             unit_replication=tuple(float(r) for r in attrs.get("unit_replication", ())),
+            race=RaceRecord.from_dict(attrs[RACE_ATTR]) if RACE_ATTR in attrs else None,
         )
 
 

@@ -15,10 +15,13 @@ from enum import Enum
 from math import comb
 from typing import Any
 
+import torch
+
 from dse._objectives import OBJECTIVES, AccuracyMetric, AccuracySettings, Objective
 from dse._samplers import DEFAULT_SAMPLER, SAMPLERS
 from dse._space import SEARCH_METHODS, TIE_MODES, SearchMethod, check_threshold_range
 from robustdice_core import InvalidParameterError, parse_enum
+from robustdice_core._device import ComputeDevice, check_batch_size
 from robustdice_core.costs import Precision, load_device_profile, load_link_profile
 from robustdice_core.importance import SCORERS
 from robustdice_core.io import hash_json
@@ -29,6 +32,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "MAX_DEVICES",
     "MAX_FAILURE_SETS",
+    "RUN_SETTINGS",
     "SEARCH_ONLY_SETTINGS",
     "StudySettings",
     "check_devices",
@@ -40,6 +44,10 @@ MAX_DEVICES = 64  # a cluster of edge boards; far beyond it nothing here would f
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's seed range
 # Settings that change how a problem is searched or constrained, not the problem itself.
 SEARCH_ONLY_SETTINGS = frozenset({"sampler", "seed", "population", "max_mem_mb", "min_fps"})
+# Settings of how this process computes, not of what: results mean the same whatever they
+# are (docs/semantics.md, "Devices"), so they are neither stored with a study nor part of its
+# name, and every process of a study chooses its own.
+RUN_SETTINGS = frozenset({"device", "batch_size"})
 # Bumped when a stored value changes meaning (2: `mem` is the partition's own memory), so
 # that default study names never resume a study whose values mean something else.
 SETTINGS_SCHEMA = 2
@@ -73,6 +81,9 @@ class StudySettings:
     calibration_size: int | None = None
     test_size: int | None = None
     method: str = DEFAULT_METHOD  # what is searched: a `SEARCH_METHODS` key
+    racing: float | None = None  # share of the test images a trial is raced on first
+    device: ComputeDevice = ComputeDevice()  # a run setting (`RUN_SETTINGS`)
+    batch_size: int | None = None  # samples per batched forward; None: from memory
 
     def __post_init__(self) -> None:
         typed = {
@@ -84,6 +95,8 @@ class StudySettings:
             "threshold_range": _range(self.threshold_range),
             "weights": _optional_text(self.weights),
             "data": _optional_text(self.data),
+            "device": ComputeDevice.parse(self.device),
+            "racing": _optional_float(self.racing, "--racing"),
         }
         for name, value in typed.items():
             object.__setattr__(self, name, value)
@@ -128,6 +141,23 @@ class StudySettings:
         ):
             if size is not None and size < 1:
                 raise InvalidParameterError(f"`{flag}` must be at least 1, got {size}.")
+        self._validate_run()
+
+    def _validate_run(self) -> None:
+        """Racing, the device (which must exist here) and the batch size."""
+        if self.racing is not None:
+            if not 0.0 < self.racing < 1.0:
+                raise InvalidParameterError(
+                    f"`--racing` must be a fraction of the test images in (0, 1), e.g. 0.2, "
+                    f"got {self.racing}."
+                )
+            if not self.needs_accuracy:
+                raise InvalidParameterError(
+                    "`--racing` races the `acc` objective; add `acc` to `--objectives` or "
+                    "leave `--racing` out."
+                )
+        self.device.resolve()
+        check_batch_size(self.batch_size)
 
     # ----------------------------------------------------------------- derived values
     @property
@@ -154,6 +184,11 @@ class StudySettings:
         return any(o.needs_accuracy for o in self.objective_specs)
 
     @property
+    def torch_device(self) -> torch.device:
+        """Where this process computes (``auto`` resolved on this machine)."""
+        return self.device.resolve()
+
+    @property
     def accuracy(self) -> AccuracySettings:
         return AccuracySettings(self.acc_metric, self.failures, self.fail_prob)
 
@@ -172,14 +207,20 @@ class StudySettings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_dict(self) -> dict[str, Any]:
+        """What defines the study: every setting but the `RUN_SETTINGS`, JSON-able."""
         data = asdict(self)
+        for key in RUN_SETTINGS:
+            del data[key]
         for key, value in data.items():
             if isinstance(value, tuple):
                 data[key] = list(value)
             elif isinstance(value, Enum):
                 data[key] = value.value
-        if data["method"] == DEFAULT_METHOD:  # as before the field existed: same study keys
+        # as before these fields existed: the same study keys
+        if data["method"] == DEFAULT_METHOD:
             del data["method"]
+        if data["racing"] is None:
+            del data["racing"]
         return data
 
     @classmethod
@@ -256,3 +297,12 @@ def _range(value: str | Sequence[float] | None) -> tuple[float, float] | None:
 
 def _optional_text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _optional_float(value: object, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(str(value))
+    except ValueError as err:
+        raise InvalidParameterError(f"`{flag}` must be a number, got {value!r}.") from err

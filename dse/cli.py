@@ -18,8 +18,10 @@ from dse._cli_options import (
     DEFAULT_STORAGE,
     DEFAULTS,
     INTERRUPTED_EXIT,
+    BatchSizeOpt,
     CalibrationOpt,
     ClusteringOpt,
+    ComputeDeviceOpt,
     DataOpt,
     DevicesOpt,
     ModelOpt,
@@ -33,6 +35,7 @@ from dse._cli_options import (
 )
 from dse._cli_report import report
 from dse._cli_run import run
+from dse._cli_study import study_app
 from dse._compare import (
     DEFAULT_METHODS,
     DEFAULT_SEEDS,
@@ -137,6 +140,8 @@ def evaluate(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the results as JSON here.")
     ] = None,
+    device: ComputeDeviceOpt = str(DEFAULTS.device),
+    batch_size: BatchSizeOpt = None,
 ) -> None:
     """Top-1 under k failed devices: RobustDiCE vs LOP, CDC and full replication (and, with
     --methods or --replication, the controls and the budgeted allocator at equal memory)."""
@@ -160,6 +165,8 @@ def evaluate(
             score_names=score_names,
             calibration_size=calibration_size,
             test_size=test_size,
+            device=device,
+            batch_size=batch_size,
         )
     with console.status(f"evaluating all failure sets of {devices} devices..."):
         results = compare_methods(
@@ -311,6 +318,15 @@ def optimize(
     data: DataOpt = None,
     calibration_size: CalibrationOpt = None,
     test_size: TestSizeOpt = None,
+    racing: Annotated[
+        float | None,
+        typer.Option(
+            help="Race each trial on this share of the test images first (e.g. 0.2) and "
+            "finish only trials that could still reach the front (docs/dse.md, Racing)."
+        ),
+    ] = None,
+    device: ComputeDeviceOpt = str(DEFAULTS.device),
+    batch_size: BatchSizeOpt = None,
 ) -> None:
     """Search per-unit thresholds for the Pareto front of robustness vs. per-device cost."""
 
@@ -344,6 +360,9 @@ def optimize(
         data=data,
         calibration_size=calibration_size,
         test_size=test_size,
+        racing=racing,
+        device=device,
+        batch_size=batch_size,
     )
     optimize_view(
         console, settings, trials=trials, storage=storage, study=study, out=out, workers=workers
@@ -383,6 +402,7 @@ app.command()(deploy)
 app.command()(verify)
 app.command()(report)
 app.command()(run)
+app.add_typer(study_app, name="study")
 
 
 def main() -> None:

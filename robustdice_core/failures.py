@@ -4,6 +4,10 @@ All failure sets of a partition are evaluated in batched forwards: the network i
 the first unit's layer, the part before it runs once per image (and is kept), and the rest runs
 on ``groups x images`` samples, each group of images with its failure set's masks. Failure
 sets that leave identical masks (common with replication) are evaluated once.
+
+The work runs on the network's device (move the `MaskedNetwork` there first); test images are
+moved there one chunk at a time. Samples per forward come from a memory budget (on CUDA by
+default half the free memory, `robustdice_core._device`) or a fixed ``batch_size``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from robustdice_core._device import (
+    check_batch_size,
+    exact_float32,
+    memory_budget_bytes,
+    module_device,
+)
 from robustdice_core._errors import InvalidParameterError
 from robustdice_core.masking import MaskedNetwork, activation_bytes_per_sample, repeat_groups
 from robustdice_core.partition import Partition
@@ -25,6 +35,7 @@ from robustdice_core.zoo import LabelledImages
 __all__ = ["FailureAccuracy", "FailureEvaluator", "SizeStats", "failure_sets"]
 
 FailureSet = tuple[int, ...]
+DEFAULT_BUDGET_MB = 1024  # CPU: activations of one batched forward
 
 
 def failure_sets(num_devices: int, sizes: Iterable[int]) -> list[FailureSet]:
@@ -99,16 +110,18 @@ class FailureAccuracy:
 
 
 class FailureEvaluator:
-    """Evaluates partitions of one network on one labelled test set.
+    """Evaluates partitions of one network on one labelled test set, on the network's device.
 
     Args:
-        net: the masked network.
-        data: labelled test images.
+        net: the masked network (on the device the evaluation should run on).
+        data: labelled test images (on any device; moved a chunk at a time).
         memory_budget_mb: bounds the activations of one batched forward (images x failure
-            sets); the batch is sized from the largest activation per sample.
+            sets); the batch is sized from the largest activation per sample. Default: 1024
+            on the CPU, half the free memory on CUDA.
         max_batch: an upper bound on samples per forward regardless of memory.
         cache_limit_mb: keep the activations after the first unit's layer for the whole test
             set when they fit, so every later evaluation starts from them.
+        batch_size: samples per forward, overriding the memory budget and ``max_batch``.
     """
 
     def __init__(
@@ -116,17 +129,19 @@ class FailureEvaluator:
         net: MaskedNetwork,
         data: LabelledImages,
         *,
-        memory_budget_mb: int = 1024,
+        memory_budget_mb: int | None = None,
         max_batch: int = 8192,
         cache_limit_mb: int = 1024,
+        batch_size: int | None = None,
     ) -> None:
         if len(data) == 0:
             raise InvalidParameterError("the test set is empty.")
+        check_batch_size(batch_size)
         self.net = net
         self.data = data
+        self.device = module_device(net)
         self._prefix, self._suffix = net.split_after(net.units[0].linear_node)
-        per_sample = activation_bytes_per_sample(self._suffix)
-        self._samples_per_forward = max(1, min(max_batch, memory_budget_mb * 2**20 // per_sample))
+        self._samples_per_forward = batch_size or self._from_budget(memory_budget_mb, max_batch)
         self._image_chunk = min(len(data), self._samples_per_forward)
         self._cached: list[tuple[Tensor, ...]] | None = None
         per_image = math.prod(net.node_shape(net.units[0].linear_node)) * 4
@@ -134,12 +149,23 @@ class FailureEvaluator:
             self._cached = [self._live(start) for start in self._chunk_starts()]
         self._intact_count: int | None = None  # no neuron missing: the same for every partition
 
+    @property
+    def samples_per_forward(self) -> int:
+        """Images x failure sets per batched forward."""
+        return self._samples_per_forward
+
+    def _from_budget(self, memory_budget_mb: int | None, max_batch: int) -> int:
+        budget = memory_budget_bytes(self.device, memory_budget_mb, DEFAULT_BUDGET_MB)
+        per_sample = activation_bytes_per_sample(self._suffix)
+        return max(1, min(max_batch, budget // per_sample))
+
     def _chunk_starts(self) -> range:
         return range(0, len(self.data), self._image_chunk)
 
     def _live(self, start: int) -> tuple[Tensor, ...]:
-        with torch.inference_mode():
-            out = self._prefix(self.data.images[start : start + self._image_chunk])
+        images = self.data.images[start : start + self._image_chunk].to(self.device)
+        with torch.inference_mode(), exact_float32():
+            out = self._prefix(images)
         return tuple(out)
 
     def evaluate(self, partition: Partition, sets: Sequence[FailureSet]) -> FailureAccuracy:
@@ -193,16 +219,17 @@ class FailureEvaluator:
             rows[g : g + groups_per_forward] for g in range(0, rows.size, groups_per_forward)
         ]
         counts = np.zeros(rows.size, dtype=np.int64)
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_float32():
             for index, start in enumerate(self._chunk_starts()):
                 live = self._cached[index] if self._cached else self._live(start)
-                labels = self.data.labels[start : start + self._image_chunk]
+                labels = self.data.labels[start : start + self._image_chunk].to(self.device)
                 offset = 0
                 for chosen in blocks:
-                    with self.net.masked(*_block_state(masks, recovery, chosen)):
+                    state = _block_state(masks, recovery, chosen, self.device)
+                    with self.net.masked(*state):
                         logits = self._suffix(*(repeat_groups(t, chosen.size) for t in live))
                     hits = (logits.argmax(-1).view(chosen.size, -1) == labels).sum(dim=1)
-                    counts[offset : offset + chosen.size] += hits.numpy()
+                    counts[offset : offset + chosen.size] += hits.cpu().numpy()
                     offset += chosen.size
         return counts
 
@@ -211,13 +238,16 @@ def _block_state(
     masks: list[np.ndarray],
     recovery: list[tuple[np.ndarray, np.ndarray]] | None,
     chosen: np.ndarray,
+    device: torch.device,
 ) -> tuple[list[Tensor | None], list[tuple[Tensor, Tensor] | None] | None]:
-    """The per-unit masks (and CDC recovery) of the failure sets ``chosen``, as tensors."""
+    """The per-unit masks (and CDC recovery) of the failure sets ``chosen``, as tensors on
+    ``device``."""
     unit_masks: list[Tensor | None] = [
-        torch.from_numpy(m[chosen]).to(torch.float32) for m in masks
+        torch.from_numpy(m[chosen]).to(device, torch.float32) for m in masks
     ]
     if recovery is None:
         return unit_masks, None
     return unit_masks, [
-        (torch.from_numpy(slices), torch.from_numpy(lost[chosen])) for slices, lost in recovery
+        (torch.from_numpy(slices).to(device), torch.from_numpy(lost[chosen]).to(device))
+        for slices, lost in recovery
     ]

@@ -24,5 +24,5 @@ class MagnitudeScorer(ImportanceScorer):
                 value = layer.weight.abs().flatten(1).sum(dim=1)
                 if layer.bias is not None:
                     value = value + layer.bias.abs()
-                scores.append(value.double().numpy())
+                scores.append(value.double().cpu().numpy())
         return scores

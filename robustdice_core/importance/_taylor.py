@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustdice_core._device import exact_float32, module_device
 from robustdice_core.importance._base import ImportanceScorer, layer_of, require_data
 from robustdice_core.masking import MaskedNetwork
 from robustdice_core.zoo import LabelledImages
@@ -15,7 +16,8 @@ __all__ = ["TaylorScorer"]
 
 class TaylorScorer(ImportanceScorer):
     """L is the cross-entropy of the whole calibration set (mean), against its labels, or
-    against the model's own top-1 prediction when ``use_labels`` is False."""
+    against the model's own top-1 prediction when ``use_labels`` is False. Runs on the
+    network's device, ``batch_size`` images per forward and backward."""
 
     name = "s2"
 
@@ -32,16 +34,18 @@ class TaylorScorer(ImportanceScorer):
         params = [p for layer in layers for p in (layer.weight, layer.bias) if p is not None]
         grads = [torch.zeros_like(p) for p in params]
         total = len(calibration)
-        for start in range(0, total, self.batch_size):
-            images = calibration.images[start : start + self.batch_size]
-            logits = net(images)
-            if self.use_labels:
-                target = calibration.labels[start : start + self.batch_size]
-            else:
-                target = logits.detach().argmax(dim=1)
-            loss = F.cross_entropy(logits, target, reduction="sum") / total
-            for acc, grad in zip(grads, torch.autograd.grad(loss, params), strict=True):
-                acc += grad
+        device = module_device(net)
+        with exact_float32():
+            for start in range(0, total, self.batch_size):
+                part = slice(start, start + self.batch_size)
+                logits = net(calibration.images[part].to(device))
+                if self.use_labels:
+                    target = calibration.labels[part].to(device)
+                else:
+                    target = logits.detach().argmax(dim=1)
+                loss = F.cross_entropy(logits, target, reduction="sum") / total
+                for acc, grad in zip(grads, torch.autograd.grad(loss, params), strict=True):
+                    acc += grad
         by_param = dict(zip((id(p) for p in params), grads, strict=True))
         scores = []
         with torch.no_grad():
@@ -49,5 +53,5 @@ class TaylorScorer(ImportanceScorer):
                 value = (by_param[id(layer.weight)] * layer.weight).abs().flatten(1).sum(dim=1)
                 if layer.bias is not None:
                     value = value + (by_param[id(layer.bias)] * layer.bias).abs()
-                scores.append(value.double().numpy())
+                scores.append(value.double().cpu().numpy())
         return scores

@@ -7,10 +7,12 @@ from robustdice_core.zoo._registry import (
     MODELS,
     RANDOM_WEIGHTS,
     LoadedModel,
+    ModelRegistry,
     ModelSpec,
     load_model,
     load_state_dict_file,
 )
+from robustdice_core.zoo._seeds import SEED_SUFFIX, SeededName, seeded_name, split_seed
 from robustdice_core.zoo._specs import DEFAULT_MODEL, DigitsSpec, TorchvisionSpec
 from robustdice_core.zoo._training import TrainingRecipe
 
@@ -22,11 +24,16 @@ __all__ = [
     "LoadedModel",
     "MODELS",
     "RANDOM_WEIGHTS",
+    "SEED_SUFFIX",
+    "ModelRegistry",
     "ModelSpec",
+    "SeededName",
     "TorchvisionSpec",
     "TrainingRecipe",
     "digits_splits",
     "image_folder_data",
     "load_model",
     "load_state_dict_file",
+    "seeded_name",
+    "split_seed",
 ]

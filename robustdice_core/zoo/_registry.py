@@ -13,11 +13,13 @@ from robustdice_core._cache import hash_tensors
 from robustdice_core._errors import CorruptFileError, InvalidParameterError, MissingResourceError
 from robustdice_core._registry import Registry
 from robustdice_core.zoo._data import EvalData
+from robustdice_core.zoo._seeds import SEED_SUFFIX, split_seed
 
 __all__ = [
     "MODELS",
     "RANDOM_WEIGHTS",
     "LoadedModel",
+    "ModelRegistry",
     "ModelSpec",
     "load_model",
     "load_state_dict_file",
@@ -45,6 +47,8 @@ class ModelSpec(ABC):
     description: str
     input_shape: tuple[int, int, int]
     num_classes: int
+    # trained here on bundled data: has training seeds (NAME@seedN), needs no --weights/--data
+    embedded: bool = False
 
     @abstractmethod
     def build(self) -> nn.Module:
@@ -72,8 +76,50 @@ class ModelSpec(ABC):
         self, data: Path | None, *, calibration_size: int | None, test_size: int | None
     ) -> EvalData: ...
 
+    def weights_ready(self) -> bool:
+        """Whether the model's own weights are on this machine already (no training, no
+        download), so loading them is quick."""
+        return False
 
-MODELS: Registry[ModelSpec] = Registry("model")
+    def with_seed(self, seed: int) -> ModelSpec:
+        """This architecture trained with training seed ``seed`` (0: this spec itself).
+
+        Only models that this project trains have seeds; the default refuses.
+        """
+        raise InvalidParameterError(
+            f"model `{self.name}{SEED_SUFFIX}{seed}`: `{self.name}` is not trained here, so it "
+            f"has no training seeds ({SEED_SUFFIX}N is for the embedded digits models); pass "
+            "`--weights PATH` to use other weights."
+        )
+
+
+class ModelRegistry(Registry[ModelSpec]):
+    """The model registry; ``NAME@seedN`` resolves to NAME's spec trained with seed N."""
+
+    def __init__(self) -> None:
+        super().__init__("model")
+        self._variants: dict[str, ModelSpec] = {}
+
+    def get(self, name: str) -> ModelSpec:
+        parsed = split_seed(name)
+        spec = super().get(parsed.base)
+        if parsed.seed is None:
+            return spec
+        variant = spec.with_seed(parsed.seed)
+        # one object per variant, whatever spelling (``@seed01``) asked for it
+        return self._variants.setdefault(variant.name, variant)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self.get(name)
+        except (KeyError, ValueError):  # UnknownNameError / InvalidParameterError
+            return False
+        return True
+
+
+MODELS = ModelRegistry()
 
 
 def load_state_dict_file(path: Path) -> dict[str, Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,7 +15,8 @@ from robustdice_core._errors import InvalidParameterError, MissingResourceError
 from robustdice_core.zoo._data import EvalData, digits_splits, image_folder_data
 from robustdice_core.zoo._reference import DigitsAlexNet, DigitsConvNeXt, DigitsVGGBN
 from robustdice_core.zoo._registry import MODELS, ModelSpec, load_state_dict_file
-from robustdice_core.zoo._training import TrainingRecipe, trained_state_dict
+from robustdice_core.zoo._seeds import SEED_SUFFIX, seeded_name, split_seed
+from robustdice_core.zoo._training import TrainingRecipe, trained_state_dict, weights_cache_path
 
 __all__ = ["DigitsSpec", "TorchvisionSpec", "DEFAULT_MODEL"]
 
@@ -26,6 +28,7 @@ class DigitsSpec(ModelSpec):
 
     input_shape = (1, 8, 8)
     num_classes = 10
+    embedded = True
 
     def __init__(
         self,
@@ -36,18 +39,42 @@ class DigitsSpec(ModelSpec):
     ) -> None:
         self.name = name
         self.family = family
-        self.description = f"embedded {family} CNN on 8x8 digits (scikit-learn), trained locally"
         self._factory = factory
         self._recipe = recipe or TrainingRecipe()
+        self.description = f"embedded {family} CNN on 8x8 digits (scikit-learn), trained locally"
+        if self._recipe.seed:
+            self.description += f" with training seed {self._recipe.seed}"
+        else:
+            self.description += f"; other training seeds: {name}{SEED_SUFFIX}1, @seed2, ..."
+
+    @property
+    def recipe(self) -> TrainingRecipe:
+        return self._recipe
+
+    def with_seed(self, seed: int) -> DigitsSpec:
+        """The same architecture and recipe, trained with ``seed`` (``NAME@seedN``).
+
+        Seed 0 is this spec under its plain name: today's weights and cache entry.
+        """
+        if seed == self._recipe.seed:
+            return self
+        base = split_seed(self.name).base
+        recipe = replace(self._recipe, seed=seed)
+        return DigitsSpec(seeded_name(base, seed), self.family, self._factory, recipe)
 
     def build(self) -> nn.Module:
         return self._factory()
+
+    def weights_ready(self) -> bool:
+        train, _, _ = digits_splits()
+        return weights_cache_path(self.name, train, self._recipe).exists()
 
     def default_state_dict(self, *, download: bool = True) -> tuple[dict[str, Tensor], str]:
         """Trained locally (or read from the cache): no network either way."""
         train, _, _ = digits_splits()
         state = trained_state_dict(self.name, self.build(), train, self._recipe)
-        return state, "trained:digits (cached)"
+        seed = f" seed {self._recipe.seed}" if self._recipe.seed else ""
+        return state, f"trained:digits{seed} (cached)"
 
     def _eval_data(
         self, data: Path | None, *, calibration_size: int | None, test_size: int | None
@@ -92,6 +119,9 @@ class TorchvisionSpec(ModelSpec):
 
     def build(self) -> nn.Module:
         return torchvision.models.get_model(self.name, weights=None)
+
+    def weights_ready(self) -> bool:
+        return self.cached_weights_path().is_file()
 
     def cached_weights_path(self) -> Path:
         """Where torch's hub cache keeps the published weights (`torch.hub.get_dir()`)."""

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
@@ -15,7 +16,7 @@ from torch import nn
 from robustdice_core._cache import atomic_write_bytes, cache_dir, hash_json
 from robustdice_core.zoo._data import LabelledImages
 
-__all__ = ["TrainingRecipe", "trained_state_dict"]
+__all__ = ["TrainingRecipe", "trained_state_dict", "weights_cache_path"]
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +37,8 @@ def trained_state_dict(
     recipe: TrainingRecipe,
 ) -> dict[str, torch.Tensor]:
     """Load the cached weights for (model, data, recipe) or train them once and cache them."""
-    key = hash_json(
-        {
-            "model": name,
-            "data": train.fingerprint(),
-            "recipe": asdict(recipe),
-            "torch": torch.__version__.split("+")[0],
-            "format": 2,  # 2: trained on one thread
-        }
-    )[:16]
-    path = cache_dir() / "models" / f"{name}-{key}.safetensors"
+    key = _cache_key(name, train, recipe)
+    path = _cache_path(name, key)
     if path.exists():
         try:
             return load_file(str(path))
@@ -54,6 +47,27 @@ def trained_state_dict(
     state = _train(model, train, recipe)
     atomic_write_bytes(path, save(state, metadata={"model": name, "key": key}))
     return state
+
+
+def weights_cache_path(name: str, train: LabelledImages, recipe: TrainingRecipe) -> Path:
+    """Where the weights trained for (model, data, recipe) are cached (they may not be yet)."""
+    return _cache_path(name, _cache_key(name, train, recipe))
+
+
+def _cache_key(name: str, train: LabelledImages, recipe: TrainingRecipe) -> str:
+    return hash_json(
+        {
+            "model": name,
+            "data": train.fingerprint(),
+            "recipe": asdict(recipe),
+            "torch": torch.__version__.split("+")[0],
+            "format": 2,  # 2: trained on one thread
+        }
+    )[:16]
+
+
+def _cache_path(name: str, key: str) -> Path:
+    return cache_dir() / "models" / f"{name}-{key}.safetensors"
 
 
 @contextmanager

@@ -55,6 +55,11 @@ def test_models_lists_the_registry() -> None:
         (["optimize", "--threshold-range", "0.5,0.1"], "0 <= low < high"),
         (["optimize", "--failures", "4"], "`--failures` values must be in 1..3"),
         (["optimize", "--acc-metric", "median"], "`--acc-metric` must be one of"),
+        (["evaluate", "--device", "tpu"], "`--device` must be auto, cpu, cuda or cuda:N"),
+        (["evaluate", "--device", "cuda:7"], "`--device cuda:7`: "),
+        (["optimize", "--device", "cuda:7"], "`--device cuda:7`: "),
+        (["evaluate", "--batch-size", "0"], "`--batch-size` must be at least 1"),
+        (["optimize", "--racing", "1.5"], "`--racing` must be a fraction"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(

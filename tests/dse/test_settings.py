@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dse import OBJECTIVES, SAMPLERS, TIE_MODES, AccuracyMetric, StudySettings
 from dse.cli import app
 from robustdice_core import RobustDiceError
+from robustdice_core._device import ComputeDevice, DeviceKind
 from robustdice_core.costs import Precision
 
 
@@ -73,6 +75,13 @@ def test_values_are_typed_once_where_they_enter() -> None:
         ({"max_mem_mb": 0}, "`--max-mem-mb` must be positive"),
         ({"test_size": 0}, "`--test-size` must be at least 1"),
         ({"device_profile": "jetson_nano"}, "unknown device profile"),
+        ({"device": "tpu"}, "`--device` must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+        ({"device": "cpu:1"}, "`--device` takes an index only as cuda:N"),
+        ({"batch_size": 0}, "`--batch-size` must be at least 1, got 0"),
+        ({"racing": 0}, "`--racing` must be a fraction of the test images in (0, 1)"),
+        ({"racing": 1.0}, "`--racing` must be a fraction"),
+        ({"racing": "half"}, "`--racing` must be a number, got 'half'"),
+        ({"racing": 0.2, "objectives": "mem,energy"}, "`--racing` races the `acc` objective"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_flag_named(
@@ -80,6 +89,39 @@ def test_invalid_settings_are_refused_with_the_flag_named(
 ) -> None:
     with pytest.raises(RobustDiceError, match=re.escape(message)):
         StudySettings.parse(**options)
+
+
+def test_device_and_batch_size_are_run_settings_outside_the_study() -> None:
+    """They change how a process computes, not what: the study's name and stored settings
+    are the same on every device, so a GPU machine joins a study made on a CPU."""
+    base = StudySettings(model="digits-vgg-bn")
+    other = StudySettings.parse(model="digits-vgg-bn", device="cpu", batch_size=64)
+    assert other.device == ComputeDevice(DeviceKind.CPU) and other.batch_size == 64
+    assert other.torch_device == torch.device("cpu")
+    assert other.to_dict() == base.to_dict() and other.key() == base.key()
+    assert base.differences(other) == []
+    assert not {"device", "batch_size"} & set(base.to_dict())
+    assert StudySettings.from_dict(other.to_dict()).device == ComputeDevice()  # auto
+
+
+def test_a_missing_cuda_device_is_refused_where_it_enters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert StudySettings.parse(device="cuda:0").torch_device == torch.device("cuda", 0)
+    with pytest.raises(RobustDiceError, match=r"`--device cuda:7`: this machine has 1 CUDA"):
+        StudySettings.parse(device="cuda:7")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert StudySettings.parse(device="auto").torch_device == torch.device("cpu")
+
+
+def test_racing_is_part_of_the_study_only_when_on() -> None:
+    base = StudySettings(model="digits-vgg-bn")
+    raced = StudySettings.parse(model="digits-vgg-bn", racing="0.25")
+    assert raced.racing == 0.25 and "racing" not in base.to_dict()
+    assert raced.key() != base.key() and base.differences(raced) == ["racing"]
+    assert StudySettings.from_dict(raced.to_dict()) == raced
 
 
 def test_replace_validates_and_keeps_the_rest() -> None:

@@ -130,6 +130,29 @@ def test_chunking_and_caching_do_not_change_the_counts(
     assert chunked.dtype.kind == "i" and chunked.shape == (len(ALL_SETS),)
 
 
+@pytest.mark.parametrize("batch_size", [1, 37, 100_000])
+def test_a_fixed_batch_size_sets_the_samples_per_forward_and_keeps_the_counts(
+    vgg_digits_net: MaskedNetwork, test_set: LabelledImages, batch_size: int
+) -> None:
+    partition = LOP().partition(_sizes(vgg_digits_net), ND)
+    part = LabelledImages(test_set.images[:60], test_set.labels[:60])
+    default = FailureEvaluator(vgg_digits_net, part).correct_counts(partition, ALL_SETS)
+    fixed = FailureEvaluator(vgg_digits_net, part, batch_size=batch_size)
+    assert fixed.samples_per_forward == batch_size
+    assert fixed.device == torch.device("cpu")
+    assert np.abs(fixed.correct_counts(partition, ALL_SETS) - default).max() <= 1
+
+
+def test_the_batch_follows_the_memory_budget(
+    vgg_digits_net: MaskedNetwork, test_set: LabelledImages
+) -> None:
+    small = FailureEvaluator(vgg_digits_net, test_set, memory_budget_mb=1, cache_limit_mb=0)
+    large = FailureEvaluator(vgg_digits_net, test_set, memory_budget_mb=64, cache_limit_mb=0)
+    assert 1 <= small.samples_per_forward < large.samples_per_forward
+    with pytest.raises(InvalidParameterError, match="`--batch-size` must be at least 1"):
+        FailureEvaluator(vgg_digits_net, test_set, batch_size=0)
+
+
 def test_evaluator_validates_its_inputs(
     evaluator: FailureEvaluator, vgg_digits_net: MaskedNetwork
 ) -> None:

@@ -165,8 +165,7 @@ def test_s3_batched_equals_the_naive_loop(tiny: tuple[nn.Sequential, MaskedNetwo
     calibration = _calibration(64)
     scorer = DivergenceScorer(memory_budget_mb=1)
     # the budget really splits the conv units' ablations over several forwards
-    prefix, suffix = net.split_after(net.units[0].sync_node)
-    assert scorer._ablations_per_forward(suffix, 64) < net.units[0].num_neurons
+    assert scorer.plan(net, 0, 64).ablations < net.units[0].num_neurons
     got = scorer.score(net, calibration)
     expected = _naive_s3(model, net, calibration.images)
     assert [s.shape for s in got] == [(4,), (6,), (8,), (5,)]
@@ -176,15 +175,81 @@ def test_s3_batched_equals_the_naive_loop(tiny: tuple[nn.Sequential, MaskedNetwo
     assert all((s > 0).any() for s in got)
 
 
-def test_s3_does_not_depend_on_the_memory_budget(
-    tiny: tuple[nn.Sequential, MaskedNetwork],
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"memory_budget_mb": 0},
+        {"memory_budget_mb": 1},
+        {"memory_budget_mb": 4},
+        {"batch_size": 1},
+        {"batch_size": 7},
+        {"batch_size": 100_000},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_s3_does_not_depend_on_the_memory_budget_or_batch(
+    tiny: tuple[nn.Sequential, MaskedNetwork], options: dict[str, int]
 ) -> None:
     _, net = tiny
     calibration = _calibration(32)
-    small = DivergenceScorer(memory_budget_mb=1).score(net, calibration)
     large = DivergenceScorer(memory_budget_mb=512).score(net, calibration)
-    for a, b in zip(small, large, strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    other = DivergenceScorer(**options).score(net, calibration)
+    for a, b in zip(other, large, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)  # float32 summation order
+
+
+def test_s3_plans_fit_their_budget_and_cover_every_image(
+    vgg_digits_net: MaskedNetwork,
+) -> None:
+    """Above the floor of one image and one ablation, the plan's estimate of everything
+    held (reference, chunk activations, masked forwards, masks, sums) is within budget."""
+    images = 256
+    for budget_mb in (1, 2, 8, 64):
+        scorer = DivergenceScorer(memory_budget_mb=budget_mb)
+        for index, unit in enumerate(vgg_digits_net.units):
+            plan = scorer.plan(vgg_digits_net, index, images)
+            assert plan.peak_bytes() <= scorer.budget_bytes(vgg_digits_net) < budget_mb * 2**20
+            assert 1 <= plan.ablations <= unit.num_neurons
+            chunks = list(plan.image_chunks())
+            assert sum(c.stop - c.start for c in chunks) == images and chunks[0].start == 0
+            assert len(chunks) == -(-images // plan.image_chunk)
+    tight = DivergenceScorer(memory_budget_mb=1).plan(vgg_digits_net, 0, images)
+    assert tight.image_chunk < images  # the activations after a unit: never all at once
+
+
+def test_s3_plan_below_the_floor_and_with_a_fixed_batch(
+    tiny: tuple[nn.Sequential, MaskedNetwork],
+) -> None:
+    _, net = tiny
+    floor = DivergenceScorer(memory_budget_mb=0).plan(net, 0, 10)
+    assert (floor.image_chunk, floor.ablations) == (1, 1)
+    fixed = DivergenceScorer(batch_size=12).plan(net, 0, 5)
+    assert (fixed.image_chunk, fixed.ablations, fixed.samples_per_forward) == (5, 2, 10)
+    with pytest.raises(InvalidParameterError, match="`--batch-size` must be at least 1"):
+        DivergenceScorer(batch_size=0)
+
+
+def test_s3_of_one_unit_or_some_neurons_equals_the_full_score(
+    tiny: tuple[nn.Sequential, MaskedNetwork],
+) -> None:
+    _, net = tiny
+    calibration = _calibration(16)
+    scorer = DivergenceScorer(memory_budget_mb=1)
+    full = scorer.score(net, calibration)
+    np.testing.assert_allclose(scorer.score_unit(net, 2, calibration), full[2], atol=1e-7)
+    some = scorer.score_unit(net, 2, calibration, neurons=range(1, 7, 2))
+    np.testing.assert_allclose(some, full[2][1:7:2], atol=1e-7)
+
+
+@pytest.mark.parametrize("name", SCORERS.names())
+def test_scorers_run_on_an_explicit_cpu_device(
+    tiny: tuple[nn.Sequential, MaskedNetwork], name: str
+) -> None:
+    """Scorers follow the network's device and return float64 numpy arrays on the host."""
+    _, net = tiny
+    net.to(torch.device("cpu"))
+    scores = SCORERS.get(name)().score(net, _calibration(8))
+    assert all(isinstance(s, np.ndarray) and s.dtype == np.float64 for s in scores)
 
 
 def test_s3_on_the_convnext_digits_model_equals_masked_single_forwards(
