@@ -7,13 +7,14 @@ of what was run on which model, weights and data.
 
 from __future__ import annotations
 
-from studies import _registered  # noqa: F401  (fills STUDIES and KINDS)
+from studies import _registered, _runtime_meter  # noqa: F401  (fill STUDIES, KINDS, meters)
 from studies._kinds import KINDS, Progress, StudyKind
 from studies._meters import RESOURCE_METERS, MeasuredResources, ResourceMeter
 from studies._paper import PAPER_TABLE1, PAPER_TABLE2, paper_model
 from studies._plan import ModelRun, StudyRequest, plan_runs
 from studies._result import Finding, ModelSource, StudyData, Verdict
 from studies._runner import StudyOutcome, default_out, run_study, study_status
+from studies._runtime_meter import local_runtime_meter
 from studies._spec import (
     ALL_SCORE_SUBSETS,
     EMBEDDED_MODELS,
@@ -37,6 +38,7 @@ __all__ = [
     "PAPER_TABLE1",
     "PAPER_TABLE2",
     "RESOURCE_METERS",
+    "local_runtime_meter",
     "STUDIES",
     "AblationSpec",
     "Configuration",

@@ -1,7 +1,6 @@
 """The hook for Table 2's measured columns: runtime meters, registered by name.
 
-None is registered yet: the runtime measures a deployed bundle (`dse run DIR --local`, its
-node meters: DESIGN 3.8), but running that per configuration from a study is not wired in.
+`local-runtime` (`studies._runtime_meter`) runs each configuration on local node processes.
 A `ResourceSpec` with ``meter=None`` leaves its ``measured_*``
 columns empty and says so; once a meter is registered here, ``meter="<name>"`` fills them
 with what that meter measured, labelled by its source. Nothing is ever estimated into them.

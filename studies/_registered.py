@@ -99,6 +99,14 @@ for _spec in (
         configurations=PAPER_CONFIGURATIONS,
     ),
     ResourceSpec(
+        name="table2-measured",
+        paper="Table 2",
+        title="max per-device energy, throughput and memory (estimated, and measured on local "
+        "runtime nodes)",
+        configurations=PAPER_CONFIGURATIONS,
+        meter="local-runtime",
+    ),
+    ResourceSpec(
         name="table2-trend",
         paper="Table 2 (memory trend)",
         title="per-device weight memory of LOP, CDC, replication and RobustDiCE by threshold",
