@@ -123,6 +123,7 @@ class _Image:
     preacts: dict[int, dict[int, Tensor]] = field(default_factory=dict)
     decoded: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     image: Tensor | None = None
+    batch: int = 1
 
 
 class NodeEngine:
@@ -352,6 +353,7 @@ class NodeEngine:
     def _start(self, image: _Image) -> None:
         assert image.image is not None
         self.stats.images_started += 1
+        image.batch = image.image.shape[0]
         image.run = self.program.run(image.image)
         image.image = None
         self._on_step(image, next(image.run))
@@ -487,17 +489,11 @@ class NodeEngine:
         if decoded is not None and self.plan.lost_data_device(down) is not None:
             received[-1] = decoded
         image.preacts.pop(u, None)
-        batch = next(iter(self._batch_sizes(step, received)), 1)
-        full = assemble(unit, batch, torch.float32, own, received)
+        full = assemble(unit, image.batch, torch.float32, own, received)
         try:
             self._on_step(image, image.run.send(full))
         except StopIteration as stop:
             self._answer(image, stop.value)
-
-    @staticmethod
-    def _batch_sizes(step: UnitStep, received: dict[int, tuple[Tensor, Tensor]]) -> list[int]:
-        sizes = [t.shape[0] for t in (step.partial, step.preact) if t is not None]
-        return sizes + [data.shape[0] for _, data in received.values()]
 
     def _answer(self, image: _Image, logits: Tensor) -> None:
         image.step = None
@@ -529,7 +525,3 @@ class NodeEngine:
         while self._finished_below in self._finished:
             self._finished.discard(self._finished_below)
             self._finished_below += 1
-
-    @property
-    def open_images(self) -> int:
-        return len(self._images)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -338,9 +338,6 @@ class NodeProgram:
     def rows(self, unit: int) -> tuple[int, ...]:
         """The neurons of ``unit`` this node computes (sorted; none on the parity device)."""
         return self._rows[unit]
-
-    def modules(self) -> Iterator[nn.Module]:
-        return self._gm.modules()
 
 
 def _layer_channel_dim(unit: Unit) -> int:

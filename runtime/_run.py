@@ -257,34 +257,44 @@ def _faults(mesh: LocalMesh, lives: list[NodeLife], started: float) -> list[Faul
     reports = []
     for applied in mesh.applied:
         fault = applied.fault
-        down = [
-            c["at"] - applied.at
-            for observer, c in events
-            if observer != fault.rank
-            and c["rank"] == fault.rank
-            and c["event"] == "down"
-            and c["at"] >= applied.at
-        ]
         back_from = applied.resumed_at if fault.kind is FaultKind.FREEZE else applied.at
-        back = [
-            c["at"] - back_from
-            for observer, c in events
-            if back_from is not None
-            and observer != fault.rank
-            and c["rank"] == fault.rank
-            and c["event"] in ("rejoined", "restarted")
-            and c["at"] >= back_from
-        ]
         detects = fault.kind in (FaultKind.FAIL, FaultKind.FREEZE)
+        returns = fault.kind is not FaultKind.FAIL
         reports.append(
             FaultReport(
                 fault=fault.label(),
                 at_s=applied.at - started,
-                detection_delay_s=min(down) if detects and down else None,
-                rejoin_delay_s=min(back) if back and fault.kind is not FaultKind.FAIL else None,
+                detection_delay_s=_first_seen(events, fault.rank, ("down",), applied.at)
+                if detects
+                else None,
+                rejoin_delay_s=_first_seen(
+                    events, fault.rank, ("rejoined", "restarted"), back_from
+                )
+                if returns
+                else None,
             )
         )
     return reports
+
+
+def _first_seen(
+    events: list[tuple[int, dict[str, Any]]],
+    rank: int,
+    kinds: tuple[str, ...],
+    since: float | None,
+) -> float | None:
+    """Seconds from ``since`` until another node first recorded ``rank`` as one of ``kinds``."""
+    if since is None:
+        return None
+    delays = [
+        change["at"] - since
+        for observer, change in events
+        if observer != rank
+        and change["rank"] == rank
+        and change["event"] in kinds
+        and change["at"] >= since
+    ]
+    return min(delays, default=None)
 
 
 def _nodes(

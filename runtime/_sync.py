@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -77,10 +76,6 @@ class SyncPlan:
         lost = [d for d in self.data_devices if d in down]
         return lost[0] if len(lost) == 1 else None
 
-    def slice_positions(self, unit: int, device: int) -> Tensor:
-        """Parity rows holding ``device``'s slice: its k-th neuron is parity row k."""
-        return torch.arange(len(self.partition.assignments[unit][device]))
-
 
 def assemble(
     unit: Unit,
@@ -109,8 +104,3 @@ def rebuild_lost_slice(parity: Tensor, survivors: list[Tensor], rows: int, dim: 
         k = part.shape[dim]
         total.narrow(dim, 0, k).sub_(part)
     return total.narrow(dim, 0, rows)
-
-
-def as_array(tensor: Tensor) -> np.ndarray:
-    """A C-contiguous numpy view (a copy only when the tensor is not contiguous)."""
-    return tensor.detach().contiguous().numpy()
