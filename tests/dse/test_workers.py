@@ -460,7 +460,9 @@ def test_two_workers_on_a_journal_file_run_the_study_once(tmp_path: Path) -> Non
     assert all(t.state == TrialState.PRUNED and t.values is None for t in surplus)
     assert len({tuple(t.params.values()) for t in complete}) == 30, "no point ran twice"
     workers = Counter(t.user_attrs[WORKER_ATTR] for t in complete)
-    assert len(workers) == 2 and str(os.getpid()) not in str(workers)
+    # Which worker takes how many trials is a race (on a loaded CI machine one worker can
+    # finish these fast trials before the other has loaded the problem), so only count them.
+    assert 1 <= len(workers) <= 2 and str(os.getpid()) not in str(workers)
     stored = stored_settings(storage, "w")
     assert stored is not None and stored.sampler == PARALLEL_SAMPLER  # the default with workers
     assert len((tmp_path / "w" / "trials.csv").read_text().splitlines()) == 1 + len(trials)
