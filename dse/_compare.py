@@ -11,9 +11,11 @@ Two ways to line the methods up:
 The controls take their replication from RobustDiCE's partition: random clustering keeps its
 cluster sizes, LOP + random copies its per-unit number of extra copies. Budgeted allocates
 the same total (``R``, or RobustDiCE's factor) by its own rule: model-wide by the raw s3
-divergences when they were computed, else the same fraction in every unit. Seeded controls
-are evaluated once per seed and reported as the mean over seeds of each seed's worst / mean /
-best Top-1.
+divergences when they were computed, else the same fraction in every unit. Tiered does the
+same with 3 and 2 copies and picks the split between the tiers by Top-1 under the request's
+tier failures (1 and 2 failed devices) on the calibration images, never the test images.
+Seeded controls are evaluated once per seed and reported as the mean over seeds of each
+seed's worst / mean / best Top-1.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from dse._problem import BASELINE_NAMES
 from dse._workbench import Workbench
 from robustdice_core import InvalidParameterError, Registry
-from robustdice_core.failures import FailureAccuracy, SizeStats, failure_sets
+from robustdice_core.failures import FailureAccuracy, FailureEvaluator, SizeStats, failure_sets
 from robustdice_core.partition import (
     BASELINES,
     PARTITIONERS,
@@ -36,6 +38,7 @@ from robustdice_core.partition import (
     Partition,
     RandomClustering,
     RobustDiCE,
+    Tiered,
     check_replication_target,
     match_replication,
 )
@@ -55,6 +58,7 @@ DEFAULT_METHODS = ("robustdice", *BASELINE_NAMES)  # registry keys, in table ord
 MATCHED_METHODS = ("robustdice", "budgeted", "random-clustering", "random-copies", *BASELINE_NAMES)
 DEFAULT_SEEDS = 5
 MODEL_WIDE_SCORE = "s3"  # raw divergences measure the same output: comparable across units
+TIER_FAILURES = (1, 2)  # the tiered split maximises worst + mean Top-1 summed over these
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,11 @@ class _Comparison:
             return self.request.replication
         return self.reference.replication_factor
 
+    @cached_property
+    def calibration(self) -> FailureEvaluator:
+        """An evaluator on the calibration images (for choices made before testing)."""
+        return self.bench.evaluator_for(self.bench.require_data().calibration)
+
     @property
     def seeds(self) -> range:
         return range(self.request.seeds)
@@ -223,6 +232,23 @@ def _budgeted(c: _Comparison) -> list[Partition]:
     return [partitioner.for_replication(min(c.target, most), nd, model_scores=model_scores)]
 
 
+@COMPARISONS.register("tiered")
+def _tiered(c: _Comparison) -> list[Partition]:
+    nd = c.request.num_devices
+    partitioner = Tiered(c.points)
+    most = float(min(partitioner.copies[0], nd))
+    failures = [k for k in TIER_FAILURES if k < nd]
+    sets = failure_sets(nd, failures)
+
+    def objective(partition: Partition) -> float:
+        accuracy = c.calibration.evaluate(partition, sets)
+        return sum(accuracy.by_size(k).worst + accuracy.by_size(k).mean for k in failures)
+
+    model_scores = c.bench.scores.raw.get(MODEL_WIDE_SCORE)
+    best, _ = partitioner.search(min(c.target, most), nd, objective, model_scores=model_scores)
+    return [best]
+
+
 def _baseline(name: str) -> Builder:
     def build(c: _Comparison) -> list[Partition]:
         return [BASELINES.get(name)().partition(c.bench.unit_sizes, c.request.num_devices)]
@@ -232,6 +258,18 @@ def _baseline(name: str) -> Builder:
 
 for _name in BASELINES.names():
     COMPARISONS.add(_name, _baseline(_name))
+
+
+def _check_tiered(num_devices: int, replication: float | None) -> None:
+    most = min(3, num_devices)  # Tiered's default copies (3, 2), capped at ND
+    if num_devices < 3:
+        raise InvalidParameterError(
+            f"tiered needs at least 3 devices (3 and 2 copies), got {num_devices}."
+        )
+    if replication is not None and replication > most:
+        raise InvalidParameterError(
+            f"`--replication` {replication:g} is more than tiered's {most} copies per neuron."
+        )
 
 
 def compare_methods(
@@ -263,6 +301,8 @@ def compare_methods(
             f"`--replication` {replication:g} needs `--copies` >= {int(np.ceil(replication))} "
             f"for budgeted (each protected neuron gets at most {copies} copies)."
         )
+    if "tiered" in names:
+        _check_tiered(num_devices, replication)
     sets = failure_sets(num_devices, range(num_devices) if failures is None else failures)
     comparison = _Comparison(bench, request)
     evaluator = bench.require_evaluator()

@@ -21,6 +21,7 @@ from robustdice_core.partition._partition import Partition, Recovery
 from robustdice_core.partition._random_clustering import RandomClustering
 from robustdice_core.partition._random_copies import LOPRandomCopies
 from robustdice_core.partition._robustdice import RobustDiCE, deal_clusters
+from robustdice_core.partition._tiered import DEFAULT_SHARES, Tiered, TierSplit, deal_tiered
 
 # Every method, RobustDiCE beside the baselines it is compared with (DESIGN 3.4).
 PARTITIONERS: Registry[type[Partitioner]] = Registry("partitioner")
@@ -35,6 +36,7 @@ for _method in (
     FullReplication,
     CDC,
     Budgeted,
+    Tiered,
     RandomClustering,
     LOPRandomCopies,
 ):
@@ -49,6 +51,7 @@ __all__ = [
     "Budgeted",
     "CDC",
     "CLUSTERINGS",
+    "DEFAULT_SHARES",
     "Clustering",
     "DendrogramClustering",
     "FullReplication",
@@ -63,9 +66,12 @@ __all__ = [
     "RandomClustering",
     "Recovery",
     "RobustDiCE",
+    "TierSplit",
+    "Tiered",
     "budget_fractions",
     "check_replication_target",
     "deal_budgeted",
     "deal_clusters",
+    "deal_tiered",
     "match_replication",
 ]

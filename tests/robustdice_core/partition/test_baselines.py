@@ -219,7 +219,8 @@ def test_every_method_is_registered_in_one_place() -> None:
         "random-copies",
         "replication",
         "robustdice",
+        "tiered",
     ]
-    scored = {"robustdice", "budgeted", "random-clustering", "random-copies"}
+    scored = {"robustdice", "budgeted", "random-clustering", "random-copies", "tiered"}
     assert set(BASELINES.names()) == set(PARTITIONERS.names()) - scored
     assert all(PARTITIONERS.get(n).name == n for n in PARTITIONERS.names())
