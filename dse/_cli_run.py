@@ -12,8 +12,9 @@ from rich.table import Table
 from dse._cli_options import console
 from robustdice_core import InvalidParameterError
 from robustdice_core.bundle import read_manifest
+from robustdice_core.costs import link_profiles
 from robustdice_core.zoo import MODELS
-from runtime import Fault, FaultKind, LaunchOptions, RunSummary, run_local
+from runtime import Fault, FaultKind, LaunchOptions, RunSummary, resolve_link, run_local
 
 __all__ = ["run"]
 
@@ -49,6 +50,13 @@ def run(
         float | None, typer.Option(help="Heartbeat interval in s (default: the bundle's).")
     ] = None,
     threads: Annotated[int, typer.Option(help="Torch threads per node.")] = 1,
+    link: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Emulate a link profile on the nodes' traffic ({', '.join(link_profiles())}, "
+            "or a .toml); default: plain loopback.",
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None,
         typer.Option("--json", help="Write the figures here (default: BUNDLE.run.json)."),
@@ -66,6 +74,7 @@ def run(
                             (FaultKind.RESTART, restart))
         for text in texts or []
     ]  # fmt: skip
+    profile = resolve_link(link)  # a bad name or file fails here, before any node starts
     manifest = read_manifest(bundle)
     spec = MODELS.get(manifest.model)
     test = spec.eval_data(data, calibration_size=None, test_size=images).test
@@ -75,7 +84,9 @@ def run(
     with console.status(
         f"starting {manifest.num_devices} nodes and streaming {len(test)} images..."
     ):
-        summary, _ = run_local(bundle, test.images, test.labels, faults=faults, options=options)
+        summary, _ = run_local(
+            bundle, test.images, test.labels, faults=faults, options=options, link=profile
+        )
     out = json_out or bundle.with_name(f"{bundle.name}.run.json")
     summary.write(out)
     _print(summary)
@@ -91,7 +102,7 @@ def _print(summary: RunSummary) -> None:
         f"{summary.answered}/{summary.images} images answered, Top-1 {_pct(summary.top1_pct)}, "
         f"{summary.fps:.1f} images/s, latency p50 {p50:.1f} ms (max {worst:.1f}); "
         f"timeout {summary.timeout_s:g} s, "
-        f"heartbeat {summary.heartbeat_s:g} s, {summary.link}",
+        f"heartbeat {summary.heartbeat_s:g} s, link {summary.link}",
         highlight=False,
     )
     segments = Table("images", "segment", "nodes down", "Top-1 %", "simulated Top-1 %")

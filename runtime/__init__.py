@@ -4,6 +4,8 @@
 - `NodeEngine`: the event handler and engine (heartbeats, failure detector, data sync,
   zero-fill, CDC decoding on the parity device), one loop per node, clock injected.
 - `Mesh`: pyzmq sockets with CURVE keys from the bundle, no coordinator.
+- `Shaper`: link emulation (bandwidth, latency, loss, switched or shared medium) from a link
+  profile, on loopback where the kernel has no netem (``run_local(..., link="wifi")``).
 - `robustdice-node` / `python -m runtime node`: a node on a board; `LocalMesh` and
   `run_local`: all nodes as local processes with real faults (`dse run --local`).
 
@@ -16,6 +18,7 @@ from runtime._client import Client, StreamResult
 from runtime._engine import EngineConfig, EngineStats, NodeEngine
 from runtime._keys import curve_keypairs, curve_public_key
 from runtime._launcher import Fault, FaultKind, LaunchOptions, LocalMesh, NodeLife
+from runtime._link import FileLedger, LinkStats, MemoryLedger, Shaper, link_name, resolve_link
 from runtime._membership import (
     HeartbeatConfig,
     HeartbeatSchedule,
@@ -58,6 +61,7 @@ __all__ = [
     "EngineConfig",
     "EngineStats",
     "Fault",
+    "FileLedger",
     "FaultKind",
     "FaultReport",
     "Heartbeat",
@@ -67,9 +71,11 @@ __all__ = [
     "Join",
     "LaunchOptions",
     "Leave",
+    "LinkStats",
     "LoadedNode",
     "LocalMesh",
     "MalformedMessage",
+    "MemoryLedger",
     "Membership",
     "MembershipChange",
     "MembershipEvent",
@@ -85,6 +91,7 @@ __all__ = [
     "RunSummary",
     "SecureContext",
     "Segment",
+    "Shaper",
     "SocketOptions",
     "StreamResult",
     "SyncPlan",
@@ -95,7 +102,9 @@ __all__ = [
     "curve_public_key",
     "decode",
     "encode",
+    "link_name",
     "load_node",
+    "resolve_link",
     "run_local",
     "serve",
     "simulated_logits",

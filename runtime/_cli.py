@@ -22,6 +22,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--in-flight", type=int, default=4, help="images computed at once")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--report", default=None, help="write the node's figures here (JSON)")
+    parser.add_argument(
+        "--link",
+        default=None,
+        metavar="NAME|PATH",
+        help="emulate this link profile on the node's sends (a name or a .toml file); for "
+        "nodes sharing one host, never on a real network",
+    )
+    parser.add_argument(
+        "--link-state",
+        default=None,
+        metavar="PATH",
+        help="file where this host's nodes share the emulated ports and medium (default: one "
+        "in the temp folder named after the mesh's addresses)",
+    )
+    parser.add_argument("--link-seed", type=int, default=0, help="seed of the emulated losses")
     options = parser.parse_args(args)
     from runtime._node import serve
 
@@ -32,5 +47,8 @@ def main(argv: list[str] | None = None) -> None:
             in_flight=options.in_flight,
             threads=options.threads,
             report=options.report,
+            link=options.link,
+            link_state=options.link_state,
+            link_seed=options.link_seed,
         )
     )

@@ -4,7 +4,8 @@ Nodes are forked from a forkserver that has imported torch and the node code onc
 (or a restart) is up in well under a second instead of paying the import each time; each is
 still its own process with its own sockets, killed with SIGKILL, stopped with SIGSTOP and
 resumed with SIGCONT. Loopback ports are chosen free at start (the bundle's addresses are for
-boards), keys and timings come from the bundle.
+boards), keys and timings come from the bundle. With ``link``, every node emulates that link
+profile on its sends (``runtime/_link.py``), sharing one ledger file in the run's folder.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from torch import Tensor
 
 from robustdice_core import InvalidParameterError, RobustDiceError
 from robustdice_core.bundle import CLIENT_SECRET_NAME, RuntimeConfig, read_runtime
+from robustdice_core.costs import LinkProfile
 from runtime._client import Client, StreamResult
+from runtime._link import resolve_link
 
 __all__ = ["Fault", "FaultKind", "LaunchOptions", "LocalMesh", "NodeLife"]
 
@@ -115,9 +118,11 @@ class LocalMesh:
     bundle: Path
     options: LaunchOptions = field(default_factory=LaunchOptions)
     report_dir: Path | None = None
+    link: LinkProfile | str | None = None  # a profile, its name or a .toml path: emulated
 
     def __post_init__(self) -> None:
         self.bundle = Path(self.bundle)
+        self.link_profile = resolve_link(self.link)
         runtime = read_runtime(self.bundle)
         if self.options.timeout_s is not None or self.options.heartbeat_s is not None:
             runtime = runtime.with_timings(
@@ -138,6 +143,7 @@ class LocalMesh:
             self._tmp = tempfile.TemporaryDirectory(prefix="robustdice-run-")
             self.report_dir = Path(self._tmp.name)
         self.report_dir.mkdir(parents=True, exist_ok=True)
+        self.link_state = self.report_dir / "link.ledger"  # the nodes' shared ports / medium
         self.lives: list[NodeLife] = []
         self.applied: list[_Applied] = []
         self._frozen: dict[int, float] = {}  # rank -> when to resume
@@ -171,7 +177,7 @@ class LocalMesh:
             target=_node_process,
             args=(
                 str(self.bundle), rank, self.runtime.to_dict(), self.options.in_flight,
-                self.options.threads, str(path),
+                self.options.threads, str(path), self.link_profile, str(self.link_state),
             ),
             name=f"robustdice-node-{rank}",
             daemon=False,
@@ -361,10 +367,20 @@ def _quiet_resource_tracker() -> None:
 
 
 def _node_process(
-    bundle: str, rank: int, runtime: dict[str, Any], in_flight: int, threads: int, report: str
+    bundle: str,
+    rank: int,
+    runtime: dict[str, Any],
+    in_flight: int,
+    threads: int,
+    report: str,
+    link: LinkProfile | None,
+    link_state: str,
 ) -> None:
     from runtime._node import serve
 
     sys.exit(
-        serve(bundle, rank, runtime=runtime, in_flight=in_flight, threads=threads, report=report)
-    )
+        serve(
+            bundle, rank, runtime=runtime, in_flight=in_flight, threads=threads, report=report,
+            link=link, link_state=link_state,
+        )
+    )  # fmt: skip

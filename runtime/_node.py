@@ -33,11 +33,13 @@ from robustdice_core.bundle import (
     read_manifest,
 )
 from robustdice_core.bundle._manifest import read_json
+from robustdice_core.costs import LinkProfile
 from robustdice_core.io import atomic_write_bytes
 from robustdice_core.units import trace_model
 from robustdice_core.zoo import MODELS
 from runtime._engine import EngineConfig, NodeEngine
 from runtime._keys import curve_public_key
+from runtime._link import FileLedger, Shaper, default_ledger_path, ledger_slots, resolve_link
 from runtime._membership import HeartbeatConfig
 from runtime._program import NodeProgram
 from runtime._transport import Mesh
@@ -106,8 +108,16 @@ def serve(
     in_flight: int = 4,
     threads: int | None = None,
     report: Path | str | None = None,
+    link: LinkProfile | str | None = None,
+    link_state: Path | str | None = None,
+    link_seed: int = 0,
 ) -> int:
-    """Run node ``rank`` until SIGTERM / SIGINT; returns the exit status (0 clean, 2 error)."""
+    """Run node ``rank`` until SIGTERM / SIGINT; returns the exit status (0 clean, 2 error).
+
+    ``link`` (a profile, its name or a ``.toml`` path) emulates that link on this node's sends
+    to its peers; ``link_state`` is the file where the nodes on this host share the ports'
+    and the medium's busy times (default: one in the temp folder named after the mesh's
+    addresses); ``link_seed`` seeds the losses."""
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -127,7 +137,12 @@ def serve(
         print(f"robustdice-node {rank}: error: {err}", file=sys.stderr)
         return 2
     try:
-        mesh = Mesh(rank, node.runtime, node.secret_key)
+        shaper = _shaper(node.runtime, rank, link, link_state, link_seed)
+    except RobustDiceError as err:
+        print(f"robustdice-node {rank}: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        mesh = Mesh(rank, node.runtime, node.secret_key, shaper=shaper)
     except Exception as err:  # zmq errors: address in use, bad address
         print(
             f"robustdice-node {rank}: error: cannot open the mesh sockets ({err})", file=sys.stderr
@@ -142,12 +157,32 @@ def serve(
         while not stopping:
             engine.turn(0.05)
         engine.leave()
+        mesh.flush(0.5)
     finally:
         measured = meters.stop(images=engine.stats.images_answered)
         if report is not None:
             _write_report(Path(report), engine, mesh, node, started, ready, measured)
         mesh.close()
     return 0
+
+
+def _shaper(
+    runtime: RuntimeConfig,
+    rank: int,
+    link: LinkProfile | str | None,
+    state: Path | str | None,
+    seed: int,
+) -> Shaper[Any] | None:
+    profile = resolve_link(link)
+    if profile is None:
+        return None
+    count = len(runtime.nodes)
+    path = state or default_ledger_path([n.data for n in runtime.nodes])
+    try:
+        ledger = FileLedger(path, ledger_slots(count))
+    except OSError as err:
+        raise RobustDiceError(f"cannot open the link state file `{path}`: {err}.") from err
+    return Shaper(profile, rank, count, ledger=ledger, seed=seed)
 
 
 def _estimate(manifest: Manifest, rank: int) -> float | None:
@@ -179,6 +214,7 @@ def _write_report(
         "sent": mesh.sent.to_dict(),
         "received": mesh.received.to_dict(),
         "send_dropped": mesh.send_dropped,
+        "link": None if mesh.shaper is None else mesh.shaper.stats.to_dict(),
         "denied_connections": mesh.denied,
         "membership": [c.to_dict() for c in engine.membership.history],
         "meters": measured.to_dict(),

@@ -14,9 +14,11 @@ from torch import Tensor
 
 from robustdice_core import InvalidParameterError
 from robustdice_core.bundle import read_manifest
+from robustdice_core.costs import LinkProfile
 from robustdice_core.io import atomic_write_bytes
 from runtime._client import StreamResult
 from runtime._launcher import Fault, FaultKind, LaunchOptions, LocalMesh, NodeLife
+from runtime._link import link_name
 
 __all__ = ["FaultReport", "NodeReport", "RunSummary", "Segment", "run_local"]
 
@@ -58,6 +60,7 @@ class NodeReport:
     drops: dict[str, int]
     denied_connections: int
     exit: str  # "stopped" (clean), "killed", or an exit status
+    link: dict[str, int] = field(default_factory=dict)  # emulated link: lost, dropped, ...
 
 
 @dataclass
@@ -77,7 +80,7 @@ class RunSummary:
     in_flight: int
     timeout_s: float
     heartbeat_s: float
-    link: str
+    link: str  # the emulated link profile's name, or "none" (plain loopback)
     segments: list[Segment]
     faults: list[FaultReport]
     nodes: list[NodeReport]
@@ -113,21 +116,25 @@ def run_local(
     options: LaunchOptions | None = None,
     report_dir: Path | None = None,
     simulate: bool = True,
+    link: LinkProfile | str | None = None,
+    image_timeout_s: float | None = None,
 ) -> tuple[RunSummary, StreamResult]:
     """Launch the bundle's nodes, stream ``images`` with ``faults``, stop, summarise.
 
     With ``simulate`` and labels, each segment between faults also gets the failure
     simulation's Top-1 for its images with the same nodes down (the model is reassembled
-    from the shards)."""
+    from the shards). ``link`` (a link profile, its name or a ``.toml`` path) is emulated on
+    the nodes' traffic; None: plain loopback. ``image_timeout_s``: how long the client waits
+    for an image's answer before counting it lost (default: the mesh's, at least 10 s)."""
     if images.shape[0] < 1:
         raise InvalidParameterError("no images to stream; pass `--images` of at least 1.")
     manifest = read_manifest(bundle)
     options = options or LaunchOptions()
-    mesh = LocalMesh(Path(bundle), options, report_dir)
+    mesh = LocalMesh(Path(bundle), options, report_dir, link=link)
     try:
         mesh.start()
         try:
-            result = mesh.stream(images, faults=faults)
+            result = mesh.stream(images, faults=faults, image_timeout_s=image_timeout_s)
         finally:
             lives = mesh.stop()
         summary = _summary(mesh, manifest.model, manifest.partition.method, result, labels, lives)
@@ -166,7 +173,7 @@ def _summary(
         in_flight=mesh.options.in_flight,
         timeout_s=mesh.runtime.timeout_s,
         heartbeat_s=mesh.runtime.heartbeat_s,
-        link="loopback (no link emulation)",
+        link=link_name(mesh.link_profile),
         segments=_segments(mesh, correct, result),
         faults=_faults(mesh, lives, result.started),
         nodes=_nodes(mesh, lives, result, n),
@@ -313,6 +320,10 @@ def _nodes(
                 drops[reason] = drops.get(reason, 0) + count
         last = mine[-1]
         energy = reports[-1]["meters"]["energy"] if reports else None
+        link: dict[str, int] = {}
+        for r in reports:
+            for key, count in (r.get("link") or {}).items():
+                link[key] = link.get(key, 0) + count
         nodes.append(
             NodeReport(
                 rank=rank,
@@ -327,6 +338,7 @@ def _nodes(
                 drops=drops,
                 denied_connections=sum(r["denied_connections"] for r in reports),
                 exit=_exit(last),
+                link=link,
             )
         )
     return nodes

@@ -15,11 +15,17 @@ send queue (the high-water mark) drops the message (counted), since a peer that 
 data is one the failure detector is about to mark down; nodes send nothing to peers known down.
 Messages for a peer still starting wait in the queue, so a mesh that comes up unevenly loses
 no data.
+
+With a `Shaper` (link emulation, ``runtime/_link.py``), messages to peers and heartbeats wait
+in the shaper until the emulated link delivers them; `Mesh.poll` releases them when due and
+waits no longer than the next release. Results to the client are not shaped: the client
+stands outside the emulated network, as the cost model leaves out inputs and results.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from robustdice_core.bundle import RuntimeConfig
+from runtime._link import Shaper
 
 __all__ = [
     "CLIENT",
@@ -45,6 +52,7 @@ __all__ = [
 ]
 
 CLIENT = -1  # the rank the client's key maps to
+SPIN_S = 2e-4  # the end of a wait for a shaped release that is spun rather than slept
 
 
 class Channel(str, Enum):
@@ -213,6 +221,15 @@ def mesh_keys(config: RuntimeConfig) -> dict[str, int]:
     return keys
 
 
+@dataclass(frozen=True)
+class _Shaped:
+    """A message waiting in the link shaper: where it goes and how it is counted."""
+
+    socket: zmq.Socket
+    frames: Sequence[Any]
+    kind: str
+
+
 class Mesh:
     """One node's sockets. ``poll`` drains everything ready; sends never block."""
 
@@ -223,8 +240,10 @@ class Mesh:
         secret_key: str,
         *,
         options: SocketOptions | None = None,
+        shaper: Shaper[_Shaped] | None = None,
     ) -> None:
         self.rank = rank
+        self.shaper = shaper
         self.config = config
         self.sent = TrafficCounter()
         self.received = TrafficCounter()
@@ -254,7 +273,10 @@ class Mesh:
 
     def send(self, peer: int, frames: Sequence[Any], kind: str) -> bool:
         """Queue ``frames`` for ``peer``; False (and counted) when it cannot take them now."""
-        return self._count(send_now(self._peers[peer], frames), frames, kind)
+        socket = self._peers[peer]
+        if self.shaper is not None:
+            return self._shape(peer, (peer,), _Shaped(socket, frames, kind))
+        return self._count(send_now(socket, frames), frames, kind)
 
     def send_result(self, frames: Sequence[Any]) -> bool:
         if self._to_client is None:
@@ -262,8 +284,55 @@ class Mesh:
         return self._count(send_now(self._to_client, frames), frames, "result")
 
     def publish(self, frames: Sequence[Any], kind: str) -> None:
+        if self.shaper is not None:
+            self._shape(Channel.HEARTBEAT, list(self._peers), _Shaped(self._beats, frames, kind))
+            return
         self._beats.send_multipart(frames, copy=False)
         self.sent.add(kind, frames)
+
+    def _shape(self, link: object, receivers: Sequence[int], item: _Shaped) -> bool:
+        assert self.shaper is not None
+        size = sum(_size(f) for f in item.frames)
+        if not receivers or self.shaper.submit(link, receivers, size, item):
+            return True
+        self.send_dropped += 1
+        return False
+
+    def _release(self) -> None:
+        """Hand every shaped message that is due to its socket."""
+        if self.shaper is None:
+            return
+        for _, item in self.shaper.due():
+            if item.socket is self._beats:
+                self._beats.send_multipart(item.frames, copy=False)
+                self.sent.add(item.kind, item.frames)
+            else:
+                self._count(send_now(item.socket, item.frames), item.frames, item.kind)
+
+    def _bridge(self, upcoming: float) -> None:
+        """ZeroMQ polls in whole milliseconds: the last fraction of a millisecond before a
+        release is slept, less `SPIN_S` (a sleep overshoots by tens of microseconds), which
+        is spun; a loop that spun whole milliseconds would starve the sockets' I/O thread."""
+        assert self.shaper is not None
+        rest = upcoming - self.shaper.clock()
+        if not 0 < rest < 1e-3:
+            return
+        if rest > SPIN_S:
+            time.sleep(rest - SPIN_S)
+        while self.shaper.clock() < upcoming:
+            pass
+
+    def flush(self, timeout_s: float) -> None:
+        """Release what the shaper still holds as it comes due, for at most ``timeout_s``
+        (a clean shutdown: the Leave reaches the peers)."""
+        give_up = time.monotonic() + timeout_s
+        while self.shaper is not None and self.shaper.pending():
+            self._release()
+            upcoming = self.shaper.next_release()
+            now = time.monotonic()
+            if upcoming is None or upcoming > give_up:
+                return
+            time.sleep(max(0.0, upcoming - now))
 
     def _count(self, ok: bool, frames: Sequence[Any], kind: str) -> bool:
         if ok:
@@ -275,13 +344,25 @@ class Mesh:
     def poll(self, timeout_s: float) -> list[Received]:
         """Everything ready within ``timeout_s``; heartbeats are proven by the socket they
         came on (its server key), data by its ZAP User-Id."""
+        self._release()
+        shaper = self.shaper
+        upcoming = None if shaper is None else shaper.next_release()
+        if shaper is not None and upcoming is not None:
+            until = upcoming - shaper.clock()
+            if until > timeout_s:
+                upcoming = None  # the caller's timeout ends first
+            timeout_s = min(timeout_s, max(0.0, until))
+        ready = drain(self._poller, timeout_s)
+        if upcoming is not None and not ready:
+            self._bridge(upcoming)
         out = []
-        for socket, frames in drain(self._poller, timeout_s):
+        for socket, frames in ready:
             self.received.add("data" if socket is self._data else "heartbeat", frames)
             if socket is self._data:
                 out.append(Received(Channel.DATA, frames, self._secure.peer_of(frames[0])))
             else:
                 out.append(Received(Channel.HEARTBEAT, frames, self._sub_rank[socket]))
+        self._release()
         return out
 
     @property

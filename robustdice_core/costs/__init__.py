@@ -8,12 +8,14 @@ data files with a source for every number); the runtime's meters can later repla
 from __future__ import annotations
 
 from robustdice_core.costs._estimate import (
+    DEFAULT_IN_FLIGHT,
     MB,
     CostEstimate,
     DeviceCost,
     Exchange,
     Precision,
     Provenance,
+    Schedule,
     estimate_costs,
 )
 from robustdice_core.costs._model_info import ModelCostInfo
@@ -21,6 +23,7 @@ from robustdice_core.costs._profiles import (
     PROFILES_ENV,
     DeviceProfile,
     LinkProfile,
+    LossMode,
     Medium,
     ProfileKind,
     ProfileValue,
@@ -32,6 +35,7 @@ from robustdice_core.costs._profiles import (
 )
 
 __all__ = [
+    "DEFAULT_IN_FLIGHT",
     "MB",
     "PROFILES_ENV",
     "CostEstimate",
@@ -39,12 +43,14 @@ __all__ = [
     "DeviceProfile",
     "Exchange",
     "LinkProfile",
+    "LossMode",
     "Medium",
     "ModelCostInfo",
     "Precision",
     "ProfileKind",
     "ProfileValue",
     "Provenance",
+    "Schedule",
     "device_profiles",
     "estimate_costs",
     "link_profiles",

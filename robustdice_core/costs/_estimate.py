@@ -10,7 +10,13 @@ n[u, d] neurons held (CDC's parity device: its parity rows):
 - FLOPs    = sum_u n[u, d] * (2 * MACs + local ops)[u] + all channel-mixing FLOPs
 - bytes    : per sync point, each device sends a peer the outputs the peer does not hold
 - latency  = sum_u (max_d compute[u, d] + gather[u]) + the work after the last sync point
-- energy   = P_idle * latency + e_flop * FLOPs + e_tx * bytes_tx + e_rx * bytes_rx
+- fps      : `Schedule.BARRIER` (default): 1 / latency, one image at a time, every gather a
+             barrier. `Schedule.OVERLAPPED` (the runtime's pipelining, K = ``in_flight``
+             images at once, one image's gather overlapping another's compute):
+             min(K / latency, 1 / busy), busy = the busiest resource's seconds per image
+             (a device's summed compute, or a link port's bytes); K = 1 is the barrier case
+- energy   = P_idle * (1 / fps) + e_flop * FLOPs + e_tx * bytes_tx + e_rx * bytes_rx (the
+             wall time one image occupies the device: its latency under the barrier schedule)
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ __all__ = [
     "Exchange",
     "Precision",
     "Provenance",
+    "Schedule",
     "estimate_costs",
 ]
 
 MB = 2**20  # the paper's and PyTorch's "MB"
+DEFAULT_IN_FLIGHT = 4  # the runtime's default (`runtime.LaunchOptions.in_flight`)
 
 
 class Precision(str, Enum):
@@ -64,6 +72,13 @@ class Provenance(str, Enum):
 
     ESTIMATED = "estimated"
     MEASURED = "measured"
+
+
+class Schedule(str, Enum):
+    """How the runtime orders images and gathers (which FPS the estimate reports)."""
+
+    BARRIER = "barrier"  # one image at a time; each gather waits for every device
+    OVERLAPPED = "overlapped"  # K images in flight: one image's gather overlaps another's work
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,8 @@ class CostEstimate:
     link_profile: str
     exchange: Exchange
     provenance: Provenance = Provenance.ESTIMATED
+    schedule: Schedule = Schedule.BARRIER  # which schedule `fps` (and the idle energy) assume
+    in_flight: int = 1  # images in flight under `Schedule.OVERLAPPED`
 
     @property
     def max_memory_mb(self) -> float:
@@ -154,6 +171,8 @@ class CostEstimate:
             "link_profile": self.link_profile,
             "exchange": self.exchange.value,
             "provenance": self.provenance.value,
+            "schedule": self.schedule.value,
+            "in_flight": self.in_flight,
         }
 
     @classmethod
@@ -171,6 +190,8 @@ class CostEstimate:
             link_profile=str(data["link_profile"]),
             exchange=_exchange(str(data["exchange"])),
             provenance=Provenance(data.get("provenance", Provenance.ESTIMATED)),
+            schedule=_schedule(str(data.get("schedule", Schedule.BARRIER.value))),
+            in_flight=int(data.get("in_flight", 1)),
         )
 
 
@@ -182,6 +203,8 @@ def estimate_costs(
     *,
     dtype: str | Precision = Precision.FP32,
     exchange: str | Exchange = Exchange.MISSING,
+    schedule: str | Schedule = Schedule.BARRIER,
+    in_flight: int | None = None,
 ) -> CostEstimate:
     """Estimate memory, FLOPs, traffic, latency, FPS and energy of ``partition``.
 
@@ -192,16 +215,22 @@ def estimate_costs(
         link: the network between the devices.
         dtype: ``"fp32"`` or ``"fp16"`` for weights, activations and traffic.
         exchange: ``"missing"`` (default) or ``"all"``; see `Exchange`.
+        schedule: ``"barrier"`` (default) or ``"overlapped"``; see `Schedule`.
+        in_flight: images in flight under the overlapped schedule (default
+            `DEFAULT_IN_FLIGHT`, the runtime's); must be 1 or left out for the barrier one.
     """
     precision, mode = _precision(dtype), _exchange(exchange)
+    order, k = _schedule(schedule), _in_flight(schedule, in_flight)
     devices = _devices(device, partition.num_devices)
     _check_model(partition, info)
     loads = _loads(partition, info, devices, link, precision.bytes, mode)
-    records = _records(loads, info, devices, link, precision.bytes)
+    fps = _fps(loads, k)
+    seconds = loads.latency_s if k == 1 else 1.0 / fps  # barrier: exactly as before
+    records = _records(loads, info, devices, link, precision.bytes, seconds)
     return CostEstimate(
         per_device=records,
         latency_s=loads.latency_s,
-        fps=_rate(loads.latency_s),
+        fps=fps,
         pipelined_fps=_rate(loads.busy_s),
         gather_s_per_sync=tuple(float(g) for g in loads.gather_s),
         fits_memory=all(
@@ -211,11 +240,21 @@ def estimate_costs(
         device_profiles=tuple(p.name for p in devices),
         link_profile=link.name,
         exchange=mode,
+        schedule=order,
+        in_flight=k,
     )
 
 
 def _rate(seconds: float) -> float:
     return 1.0 / seconds if seconds > 0 else float("inf")
+
+
+def _fps(loads: _Loads, in_flight: int) -> float:
+    """K images in flight: at most K per latency (Little's law), and no faster than the
+    busiest resource allows. K = 1 is the barrier schedule's 1 / latency."""
+    if in_flight == 1:
+        return _rate(loads.latency_s)
+    return min(in_flight * _rate(loads.latency_s), _rate(loads.busy_s))
 
 
 # ----------------------------------------------------------------------------- validation
@@ -225,6 +264,24 @@ def _precision(dtype: str | Precision) -> Precision:
 
 def _exchange(exchange: str | Exchange) -> Exchange:
     return parse_enum(Exchange, exchange, "exchange")
+
+
+def _schedule(schedule: str | Schedule) -> Schedule:
+    return parse_enum(Schedule, schedule, "schedule")
+
+
+def _in_flight(schedule: str | Schedule, in_flight: int | None) -> int:
+    if _schedule(schedule) is Schedule.BARRIER:
+        if in_flight not in (None, 1):
+            raise InvalidParameterError(
+                f"`in_flight` is {in_flight}, but the barrier schedule has one image in flight; "
+                "pass `schedule='overlapped'` for more."
+            )
+        return 1
+    k = DEFAULT_IN_FLIGHT if in_flight is None else in_flight
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidParameterError(f"`in_flight` must be an integer of at least 1, got {k!r}.")
+    return k
 
 
 def _devices(
@@ -424,7 +481,10 @@ def _records(
     devices: tuple[DeviceProfile, ...],
     link: LinkProfile,
     nbytes: int,
+    seconds_per_image: float,
 ) -> tuple[DeviceCost, ...]:
+    """``seconds_per_image``: the wall time one image occupies a device (1 / fps), which is
+    what its idle power is paid for."""
     activations = info.activation_elements(loads.held / info.num_neurons[:, None]) * nbytes
     flops = loads.flops.sum(axis=0) + info.mixing_flops.sum()
     tx, rx = loads.sent.sum(axis=2), loads.sent.sum(axis=1)  # [U, ND]
@@ -432,7 +492,7 @@ def _records(
     for d, profile in enumerate(devices):
         weight_bytes = float(loads.weights[d] * nbytes)
         energy = (
-            profile.idle_power_w.value * loads.latency_s
+            profile.idle_power_w.value * seconds_per_image
             + profile.energy_per_flop_j(nbytes) * flops[d]
             + link.tx_energy_j_per_byte.value * tx[:, d].sum()
             + link.rx_energy_j_per_byte.value * rx[:, d].sum()

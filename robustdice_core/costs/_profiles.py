@@ -8,6 +8,14 @@ A profile file is a TOML document with ``kind = "device"`` or ``kind = "link"``,
     source = "NVIDIA Jetson Xavier NX module data sheet: 128-bit LPDDR4x, 51.2 GB/s"
     estimated = false
 
+A link profile may also say how it loses messages (all optional, for the runtime's link
+emulation; the cost model ignores them): ``[loss]`` the probability in [0, 1) that one
+message's transmission is lost (default 0); ``[retransmit_timeout_s]`` how long TCP waits
+before it resends a lost transmission (default 0.2 s, Linux's minimum RTO; it doubles on each
+further loss of the same message); ``loss_mode = "retransmit"`` (TCP, the default: a lost
+message arrives late, and the ones behind it on the same connection wait for it) or
+``"drop"`` (a datagram link: a lost message never arrives).
+
 Built-in profiles live in ``robustdice_core/costs/profiles/``; a user adds more by putting
 ``*.toml`` files in the folder named by the ``ROBUSTDICE_PROFILES`` environment variable, or
 loads one file with `load_profile`.
@@ -31,6 +39,7 @@ __all__ = [
     "PROFILES_ENV",
     "DeviceProfile",
     "LinkProfile",
+    "LossMode",
     "Medium",
     "ProfileKind",
     "ProfileValue",
@@ -62,6 +71,19 @@ class Medium(str, Enum):
 
     SWITCHED = "switched"  # full-duplex point-to-point ports on a non-blocking switch
     SHARED = "shared"  # one collision domain: every transmission serialises (WiFi)
+
+
+class LossMode(str, Enum):
+    """What becomes of a lost transmission on a link."""
+
+    RETRANSMIT = "retransmit"  # TCP: resent after the retransmission timeout, in order
+    DROP = "drop"  # a datagram link: the message never arrives
+
+
+NO_LOSS = ProfileValue(0.0, "default: no loss", estimated=False)
+LINUX_MIN_RTO = ProfileValue(
+    0.2, "default: Linux TCP's minimum retransmission timeout (TCP_RTO_MIN, 200 ms)", False
+)
 
 
 class ProfileKind(str, Enum):
@@ -127,6 +149,9 @@ class LinkProfile:
     tx_energy_j_per_byte: ProfileValue
     rx_energy_j_per_byte: ProfileValue
     path: str = ""
+    loss: ProfileValue = NO_LOSS  # probability a message's transmission is lost, in [0, 1)
+    retransmit_timeout_s: ProfileValue = LINUX_MIN_RTO  # first resend after a loss (TCP)
+    loss_mode: LossMode = LossMode.RETRANSMIT
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -135,6 +160,12 @@ class LinkProfile:
 Profile = DeviceProfile | LinkProfile
 P = TypeVar("P", DeviceProfile, LinkProfile)
 
+_OPTIONAL: dict[str, Any] = {  # link fields a file may leave out, with their defaults
+    "loss": NO_LOSS,
+    "retransmit_timeout_s": LINUX_MIN_RTO,
+    "loss_mode": LossMode.RETRANSMIT,
+}
+_PROBABILITIES = {"loss"}  # in [0, 1)
 _FRACTIONS = {"compute_efficiency_fp32", "compute_efficiency_fp16", "bandwidth_efficiency"}
 _POSITIVE = {
     "memory_bytes",
@@ -145,6 +176,7 @@ _POSITIVE = {
     "memory_bandwidth_bytes_per_s",
     "bandwidth_efficiency",
     "bandwidth_bytes_per_s",
+    "retransmit_timeout_s",
 }
 
 
@@ -152,9 +184,11 @@ def _to_dict(profile: Profile) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": profile.kind.value}
     for f in fields(profile):
         value = getattr(profile, f.name)
+        if f.name in _OPTIONAL and value == _OPTIONAL[f.name]:
+            continue  # left out at its default: older profiles keep their fingerprint
         if isinstance(value, ProfileValue):
             out[f.name] = value.to_dict()
-        elif isinstance(value, Medium):
+        elif isinstance(value, (Medium, LossMode)):
             out[f.name] = value.value
         elif f.name != "path":
             out[f.name] = value
@@ -189,18 +223,24 @@ def _parse(cls: type[P], data: dict[str, Any], file: Path) -> P:
     numeric: list[str] = _numeric_fields(cls)
     allowed: set[str] = {"kind", "name", "description", *numeric}
     if cls is LinkProfile:
-        allowed.add("medium")
+        allowed |= {"medium", "loss_mode"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise CorruptFileError(
             f"profile file {file}: unknown field `{unknown[0]}`; "
             f"allowed: {', '.join(sorted(allowed))}."
         )
-    values: dict[str, Any] = {name: _value(data.get(name), name, file) for name in numeric}
+    values: dict[str, Any] = {
+        name: _value(data.get(name), name, file)
+        for name in numeric
+        if name in data or name not in _OPTIONAL  # optional ones left out keep their default
+    }
     values["name"] = _text(data, "name", file, default=file.stem)
     values["description"] = _text(data, "description", file, default="")
     if cls is LinkProfile:
-        values["medium"] = _medium(data, file)
+        values["medium"] = _choice(Medium, data, "medium", file)
+        if "loss_mode" in data:
+            values["loss_mode"] = _choice(LossMode, data, "loss_mode", file)
     return cls(path=str(file), **values)
 
 
@@ -211,14 +251,16 @@ def _text(data: dict[str, Any], key: str, file: Path, *, default: str) -> str:
     return value
 
 
-def _medium(data: dict[str, Any], file: Path) -> Medium:
+E = TypeVar("E", Medium, LossMode)
+
+
+def _choice(enum: type[E], data: dict[str, Any], key: str, file: Path) -> E:
     try:
-        return Medium(data.get("medium"))
+        return enum(data.get(key))
     except ValueError:
-        choices = ", ".join(m.value for m in Medium)
+        choices = ", ".join(m.value for m in enum)
         raise CorruptFileError(
-            f"profile file {file}: field `medium` must be one of {choices}, "
-            f"got {data.get('medium')!r}."
+            f"profile file {file}: field `{key}` must be one of {choices}, got {data.get(key)!r}."
         ) from None
 
 
@@ -246,6 +288,8 @@ def _check_number(value: object, name: str, where: str) -> None:
         raise CorruptFileError(f"{where}: `value` must be a finite number, got {value!r}.")
     if name in _FRACTIONS and not 0 < value <= 1:
         raise CorruptFileError(f"{where}: `value` must be in (0, 1], got {value!r}.")
+    if name in _PROBABILITIES and not 0 <= value < 1:
+        raise CorruptFileError(f"{where}: `value` must be in [0, 1), got {value!r}.")
     if name in _POSITIVE and value <= 0:
         raise CorruptFileError(f"{where}: `value` must be > 0, got {value!r}.")
     if value < 0:
