@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ from rich.table import Table
 from dse._objectives import Objective
 from dse._optimize import OptimizeResult, PreparedStudy, prepare_study, run_study
 from dse._optimize import Progress as StudyProgress
+from dse._pareto import FrontChange, front_change
 from dse._record import TrialRecord
-from dse._results import BaselineResult
+from dse._results import BaselineResult, Measurement, measured_value, trial_measurement
 from dse._settings import StudySettings
 from robustdice_core import BASELINES, RobustDiceError
 from robustdice_core.costs import MB, load_device_profile
@@ -27,6 +29,7 @@ __all__ = [
     "Interrupted",
     "PlainProgress",
     "column_format",
+    "front_change_lines",
     "front_footnotes",
     "front_table",
     "profile_footnotes",
@@ -108,9 +111,7 @@ def _run_with_bar(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(
-            name, total=trials, feasible=0, front=0, hv=0.0, failed="", workers=""
-        )
+        task = bar.add_task(name, total=trials, feasible=0, front=0, hv=0.0, failed="", workers="")
 
         def update(p: StudyProgress) -> None:
             failed = f"[red]failed {p.failed}[/]" if p.failed else ""
@@ -188,17 +189,23 @@ def front_table(
     objectives: Sequence[Objective],
     front: Sequence[FrozenTrial],
     baseline_results: Mapping[str, BaselineResult],
+    change: FrontChange | None = None,
 ) -> Table:
-    """The Pareto front (feasible trials) next to the baselines, one format per column."""
+    """The Pareto front (feasible trials) next to the baselines, one format per column.
+
+    ``change``: the front's change under measured values over every measured trial
+    (`StudySnapshot.front_change`); without it, only the front trials are weighed."""
     names = [o.name for o in objectives]
+    records = [TrialRecord.from_trial(trial) for trial in front]
+    mixed = len({r.method for r in records if r is not None}) > 1  # `--method both`
     rows: list[tuple[str, Sequence[float], float, str]] = []
-    for trial in front:
-        record = TrialRecord.from_trial(trial)
+    for trial, record in zip(front, records, strict=True):
         thresholds = np.array(list(trial.params.values()))
         spread = f"{thresholds.min():.3f} / {np.median(thresholds):.3f} / {thresholds.max():.3f}"
+        method = f" {record.method}" if mixed and record is not None else ""
         rows.append(
             (
-                f"#{trial.number}",
+                f"#{trial.number}{method}",
                 trial.values,
                 record.replication_factor if record else math.nan,
                 spread,
@@ -213,6 +220,10 @@ def front_table(
         column_format([v[i] for v in every], FIXED_DECIMALS.get(name))
         for i, name in enumerate(names)
     ]
+    measured = [trial_measurement(t) for t in front] + [
+        b.measured for b in baseline_results.values()
+    ]
+    shown = _measured_columns(measured)
     mem = names.index("mem") if "mem" in names else None
     full = baseline_results.get(FULL_REPLICATION)
     full_mem = full.values[mem] if full is not None and mem is not None else None
@@ -225,23 +236,124 @@ def front_table(
     if full_mem:
         table.add_column("mem /\nfull repl.", justify="right")
     table.add_column("repl.", justify="right")
+    for column in shown:
+        table.add_column(f"{column.label}\nest / meas", justify="right")
     table.add_column("thresholds\nmin / median / max", justify="right")
 
-    def cells(values: Sequence[float], replication: float) -> list[str]:
+    def cells(values: Sequence[float], replication: float, m: Measurement | None) -> list[str]:
         out = [fmt(v) for fmt, v in zip(formats, values, strict=True)]
         if full_mem and mem is not None:
             out.append(f"{values[mem] / full_mem:.2f}")
-        return [*out, f"{replication:.2f}"]
+        return [*out, f"{replication:.2f}", *(c.cell(m) for c in shown)]
 
-    for label, values, replication, spread in rows:
-        table.add_row(label, *cells(values, replication), spread)
+    for (label, values, replication, spread), m in zip(rows, measured, strict=False):
+        table.add_row(label, *cells(values, replication, m), spread)
     table.add_section()
-    for label, values, replication, feasible in baselines:
+    for (label, values, replication, feasible), b in zip(
+        baselines, baseline_results.values(), strict=True
+    ):
         marker = "" if feasible else " (infeasible)"
-        table.add_row(
-            f"[dim]{label}{marker}[/]", *(f"[dim]{c}[/]" for c in cells(values, replication)), ""
-        )
+        row = cells(values, replication, b.measured)
+        table.add_row(f"[dim]{label}{marker}[/]", *(f"[dim]{c}[/]" for c in row), "")
+    if shown:
+        table.caption = _measured_caption(objectives, front, measured, change)
     return table
+
+
+@dataclass(frozen=True)
+class _MeasuredColumn:
+    """A figure shown as ``estimated / measured`` for the trials `dse measure` ran."""
+
+    label: str
+    estimated: Callable[[Measurement], float | None]
+    measured: Callable[[Measurement], float | None]
+    digits: int
+
+    def cell(self, m: Measurement | None) -> str:
+        if m is None:
+            return "-"
+        est, meas = self.estimated(m), self.measured(m)
+        shown = [f"{v:.{self.digits}g}" if v is not None else "-" for v in (est, meas)]
+        return " / ".join(shown)
+
+
+# FPS: the overlapped estimate (the runtime pipelines `in_flight` images, docs/cost_model.md);
+# memory: the estimate with the profile's runtime constant against the largest peak RSS.
+MEASURED_COLUMNS = (
+    _MeasuredColumn("FPS", lambda m: m.estimated.get("fps_overlapped"), lambda m: m.fps, 4),
+    _MeasuredColumn(
+        "latency ms",
+        lambda m: 1e3 * m.estimated["latency_s"] if "latency_s" in m.estimated else None,
+        lambda m: 1e3 * m.latency_median_s,
+        3,
+    ),
+    _MeasuredColumn(
+        "MB/device", lambda m: m.estimated.get("max_memory_mb"), lambda m: m.peak_rss_mb, 4
+    ),
+    _MeasuredColumn(
+        "J/img/device",
+        lambda m: m.estimated.get("max_energy_j_overlapped"),
+        lambda m: m.energy_j,
+        3,
+    ),
+)
+
+
+def _measured_columns(measured: Sequence[Measurement | None]) -> tuple[_MeasuredColumn, ...]:
+    """The columns with a measured value for some row (none when nothing was measured)."""
+    present = [m for m in measured if m is not None]
+    return tuple(c for c in MEASURED_COLUMNS if any(c.measured(m) is not None for m in present))
+
+
+def _measured_caption(
+    objectives: Sequence[Objective],
+    front: Sequence[FrozenTrial],
+    measured: Sequence[Measurement | None],
+    change: FrontChange | None,
+) -> str:
+    """Where the two numbers of each measured cell come from, and the front among the front
+    trials when measured values replace estimates (`StudySnapshot.front_change` also weighs
+    measured trials off the front: `dse pareto --json`, `dse report`)."""
+    first = next(m for m in measured if m is not None)
+    lines = [
+        f"est: cost model (FPS and energy overlapped, {first.in_flight} in flight; MB with the "
+        f"runtime constant); meas: {first.provenance}"
+    ]
+    names = [o.name for o in objectives]
+    if change is None:
+        change = front_change(
+            [t.number for t in front],
+            [list(t.values) for t in front],
+            [[measured_value(n, m) for n in names] for m in measured[: len(front)]],
+            names,
+            [o.maximize for o in objectives],
+            {t.number for t in front},
+        )
+    return "\n".join(lines + front_change_lines(change))
+
+
+def front_change_lines(change: FrontChange) -> list[str]:
+    """What happens to the front when measured values replace the estimated ones."""
+    if not change.measured_objectives:
+        return []
+    if change.unmeasured:
+        missing = ", ".join(f"#{n}" for n in change.unmeasured)
+        return [f"measured front: not compared; front trials {missing} are not measured."]
+    kept = (
+        f" ({', '.join(change.estimated_objectives)} stay estimated: not measured here)"
+        if change.estimated_objectives
+        else ""
+    )
+    head = f"measured front, with measured {', '.join(change.measured_objectives)}{kept}: "
+    if not change.entered and not change.left:
+        return [head + "the same trials."]
+    parts = []
+    if change.left:
+        parts.append("leave " + ", ".join(f"#{n}" for n in change.left))
+    if change.entered:
+        parts.append("enter " + ", ".join(f"#{n}" for n in change.entered))
+    front = ", ".join(f"#{n}" for n in change.measured_front)
+    return [head + "; ".join(parts) + f" (front: {front})."]
 
 
 def profile_footnotes(settings: StudySettings) -> list[str]:

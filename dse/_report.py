@@ -10,6 +10,7 @@ with random weights and traced, never loaded with its weights or data.
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,10 +25,11 @@ from optuna.trial import FrozenTrial, TrialState
 from dse._export import flat_row, units_frame
 from dse._objectives import OBJECTIVES, AccuracyMetric
 from dse._optimize import writable_dir
+from dse._optimize_view import MEASURED_COLUMNS, front_change_lines
 from dse._pareto import ReferenceBox, hypervolume, pareto_mask
 from dse._pick import PICK_RULES
 from dse._record import TrialRecord, is_feasible, named_constraints
-from dse._results import StudySnapshot, load_snapshot
+from dse._results import Measurement, StudySnapshot, load_snapshot, trial_measurement
 from dse._settings import StudySettings
 from dse._space import ThresholdSpace
 from dse._study import UID_ATTR, check_out_dir, claim_out_dir, open_storage
@@ -94,7 +96,7 @@ def build_report_input(snapshot: StudySnapshot) -> ReportInput:
         default_trial=snapshot.pick(DEFAULT_PICK).number if snapshot.front else None,
         default_rule=f"{DEFAULT_PICK}: {PICK_RULES.get(DEFAULT_PICK).description}",
         deploy_command=_deploy_command(snapshot),
-        notes=tuple(_notes(settings)),
+        notes=tuple(_notes(settings) + _measured_notes(snapshot)),
     )
 
 
@@ -138,7 +140,8 @@ def _trials_frame(snapshot: StudySnapshot) -> pd.DataFrame:
             named_constraints(trial, constraint_names),
             record,
         )
-        rows.append({**row, **_unit_replication(record), **trial.params})
+        measured = _measured_row(trial_measurement(trial))
+        rows.append({**row, **_unit_replication(record), **trial.params, **measured})
     columns = ["trial", "state", "feasible", "pareto", *names]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
 
@@ -149,8 +152,18 @@ def _baselines_frame(snapshot: StudySnapshot) -> pd.DataFrame:
         head = {"method": name, "label": BASELINES.get(name).label, "feasible": baseline.feasible}
         values = dict(zip(snapshot.objectives, baseline.values, strict=True))
         row = flat_row(head, values, baseline.constraints, baseline.record)
-        rows.append({**row, **_unit_replication(baseline.record)})
+        rows.append(
+            {**row, **_unit_replication(baseline.record), **_measured_row(baseline.measured)}
+        )
     return pd.DataFrame(rows)
+
+
+def _measured_row(measurement: Measurement | None) -> dict[str, float]:
+    """``measured[<figure>]`` columns of a trial `dse measure` ran (NaN: not measured)."""
+    if measurement is None:
+        return {}
+    columns = {column.label: column.measured(measurement) for column in MEASURED_COLUMNS}
+    return {f"measured[{k}]": math.nan if v is None else float(v) for k, v in columns.items()}
 
 
 def _unit_replication(record: TrialRecord | None) -> dict[str, float]:
@@ -250,6 +263,27 @@ def _notes(settings: StudySettings) -> list[str]:
         "`dse pareto --pick RULE` names other rules."
     )
     return notes
+
+
+def _measured_notes(snapshot: StudySnapshot) -> list[str]:
+    """Estimated and measured figures side by side, and the front under measured values."""
+    if not snapshot.measurements:
+        return []
+    subjects = [(f"#{t.number}", trial_measurement(t)) for t in snapshot.trials]
+    subjects += [(name, b.measured) for name, b in snapshot.baselines.items()]
+    measured = [(label, m) for label, m in subjects if m is not None]
+    first = measured[0][1]
+    notes = [
+        f"measured ({first.provenance}) next to estimated (cost model; FPS and energy with "
+        f"{first.in_flight} images in flight, overlapped schedule; MB with the runtime "
+        "constant), as est / meas:"
+    ]
+    for label, m in measured:
+        cells = ", ".join(
+            f"{c.label} {c.cell(m)}" for c in MEASURED_COLUMNS if c.measured(m) is not None
+        )
+        notes.append(f"{label}: {cells}")
+    return notes + front_change_lines(snapshot.front_change())
 
 
 def _study_uid(storage_url: str, name: str) -> str | None:
