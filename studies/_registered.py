@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from studies._fig3 import compute_fig3, fig3_unavailable
+from studies._fig3 import compute_fig3, fig3_figures, fig3_headline
 from studies._fig4 import compute_fig4
 from studies._figures import fig4_figures, table1_figures, table2_figures
 from studies._headlines import fig4_headline, table1_headline, table2_headline
@@ -33,6 +33,10 @@ def _resource_scores(spec: ResourceSpec) -> Preparation:
     return Preparation(spec.scores, needs_data)
 
 
+def _timeout_scores(spec: TimeoutSpec) -> Preparation:
+    return Preparation(spec.scores)
+
+
 KINDS.add(
     AblationSpec.kind,
     StudyKind(compute_table1, table1_figures, table1_headline, _ablation_scores),
@@ -45,14 +49,11 @@ KINDS.add(
     ResourceSpec.kind,
     StudyKind(compute_table2, table2_figures, table2_headline, _resource_scores),
 )
+
+
 KINDS.add(
     TimeoutSpec.kind,
-    StudyKind(
-        compute_fig3,
-        lambda spec, data: [],
-        lambda data: data.table,
-        unavailable=fig3_unavailable,
-    ),
+    StudyKind(compute_fig3, fig3_figures, fig3_headline, _timeout_scores),
 )
 
 # The paper's Table 2 rows; QMR/TMR/DMR (full replication on 4/3/2) share its one row.

@@ -207,18 +207,49 @@ class ResourceSpec(StudySpec):
 
 @dataclass(frozen=True, kw_only=True)
 class TimeoutSpec(StudySpec):
-    """Latency per image against the failure detector's timeout under failures (Fig. 3).
+    """Latency per image against the failure detector's timeout under one failure (Fig. 3).
 
-    Runs on the runtime (`needs` says which part); until it exists the study refuses.
+    The model's RobustDiCE partition on ``devices`` devices is deployed as a bundle and run on
+    local node processes (`dse._timeout_study`): per timeout one stream of ``images`` test
+    images with node ``fail_rank`` killed before image ``fail_at``, plus one with no failure.
+    ``link``: an emulated link profile (None: plain loopback).
     """
 
     kind: ClassVar[str] = "timeout"
 
     devices: int = 4
-    failed: int = 1
-    timeouts_us: tuple[int, ...] = (10, 30, 100, 300, 500, 1000, 3000, 10000, 30000)
-    images: int = 1000
-    needs: str = "the runtime's timeout study (issue 11)"
+    fail_rank: int = 1
+    fail_at: int | None = None  # None: half way (each stream's first half: no failure)
+    timeouts_us: tuple[float, ...] = (10, 50, 100, 500, 1000, 5000, 10000, 30000)
+    images: int = 120
+    in_flight: int = 1
+    thresholds: float = 0.3
+    scores: tuple[str, ...] = SCORES
+    clustering: str = "dendrogram"
+    link: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        SCORERS.parse_list(self.scores, "scores")
+        if not 0 <= self.fail_rank < self.devices or self.devices < 2:
+            raise InvalidParameterError(
+                f"study `{self.name}`: `fail_rank` must be in 0..{self.devices - 1} of at "
+                f"least 2 `devices`, got {self.fail_rank} of {self.devices}."
+            )
+        if self.fail_at is not None and not 0 <= self.fail_at < self.images:
+            raise InvalidParameterError(
+                f"study `{self.name}`: `fail_at` must be an image before `images` "
+                f"({self.images}), got {self.fail_at}."
+            )
+        if not self.timeouts_us or not all(10 <= t <= 1e6 for t in self.timeouts_us):
+            raise InvalidParameterError(
+                f"study `{self.name}`: `timeouts_us` must lie in 10..1e6 us, got "
+                f"{list(self.timeouts_us)}."
+            )
+        if self.in_flight < 1:
+            raise InvalidParameterError(
+                f"study `{self.name}`: `in_flight` must be at least 1, got {self.in_flight}."
+            )
 
 
 STUDIES: Registry[StudySpec] = Registry("study")

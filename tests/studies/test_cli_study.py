@@ -21,7 +21,7 @@ def test_list_shows_every_study_and_its_status() -> None:
     assert result.exit_code == 0, result.output
     for name in ("table1", "fig4", "table2", "table2-trend", "fig3"):
         assert name in result.output
-    assert "timeout study" in result.output and "not available yet" in result.output
+    assert "timeout" in result.output and "not available yet" not in result.output  # fig3
     assert "digits-alexnet" in result.output and "0,1,2" in result.output
 
 
@@ -71,10 +71,8 @@ def test_subprocess_list() -> None:
     assert done.returncode == 0 and "table1" in done.stdout
 
 
-def test_subprocess_unavailable_study_exits_non_zero_in_one_line() -> None:
-    done = _dse("study", "run", "fig3")
+def test_subprocess_bad_fig3_input_exits_non_zero_in_one_line() -> None:
+    done = _dse("study", "run", "fig3", "--model", "digits-vgg-bn@seedx")
     assert done.returncode == 2, done.stderr
-    assert "study `fig3` needs the runtime's timeout study (issue 11), not available yet" in (
-        done.stderr
-    )
+    assert "`NAME@seedN`" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
