@@ -9,6 +9,8 @@ from rich.table import Table
 
 from benchmarks import (
     bench_failure_eval,
+    bench_hv,
+    bench_links,
     bench_partition,
     bench_racing,
     bench_runtime,
@@ -24,6 +26,8 @@ BENCHMARKS: tuple[ModuleType, ...] = (
     bench_s3_memory,
     bench_racing,
     bench_runtime,
+    bench_links,
+    bench_hv,
 )
 
 

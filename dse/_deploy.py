@@ -212,15 +212,20 @@ def _trial_partition(
     problem: RobustnessProblem, trial: FrozenTrial, notes: list[str]
 ) -> Partition:
     """The trial's partition, rebuilt from its parameters and checked against its record."""
-    missing = [n for n in problem.space.names if n not in trial.params]
+    missing = problem.search.missing(trial.params)
     if missing:
         raise InvalidParameterError(
             f"trial {trial.number} has no value for `{missing[0]}`: the study's search space "
             "is not the one rebuilt from its settings; rerun the study."
         )
-    thresholds = problem.space.thresholds([trial.params[n] for n in problem.space.names])
-    partition = problem.partitioner.partition_for(thresholds, problem.settings.devices)
+    partition = problem.search.partition_for(trial.params, problem.settings.devices)
     record = TrialRecord.from_trial(trial)
+    if record is not None and record.method not in (None, partition.method):
+        raise InvalidParameterError(
+            f"trial {trial.number} ran `{record.method}`, but its parameters select "
+            f"`{partition.method}` here: the study's search space is not the one rebuilt "
+            "from its settings; rerun the study."
+        )
     recorded = record.replication_factor if record is not None else float("nan")
     if not math.isclose(partition.replication_factor, recorded, rel_tol=1e-9):
         message = (

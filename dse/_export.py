@@ -51,14 +51,18 @@ def front_trials(
 
 def trials_frame(study: optuna.Study, box: ReferenceBox) -> pd.DataFrame:
     """One row per trial: state, feasibility, objectives, constraints, its record's figures
-    (the columns of `baselines_frame`), then the threshold parameters."""
+    (the columns of `baselines_frame`; ``partitioner`` is the method the trial ran, which
+    a `--method both` study mixes), then the search parameters."""
     trials = study.get_trials(deepcopy=False)
     _, front = front_trials(trials, box)
     on_front = {t.number for t in front}
     names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
-    constraint_names = _constraint_names(study)
+    settings = _settings(study)
+    constraint_names = settings.constraint_names if settings is not None else None
+    methods = settings.search_methods if settings is not None else ()
     rows = []
     for trial in trials:
+        record = TrialRecord.from_trial(trial)
         head: dict[str, Any] = {
             "trial": trial.number,
             "state": trial.state.name,
@@ -71,15 +75,25 @@ def trials_frame(study: optuna.Study, box: ReferenceBox) -> pd.DataFrame:
             head,
             dict(zip(names, values, strict=True)),
             named_constraints(trial, constraint_names),
-            TrialRecord.from_trial(trial),
+            record,
         )
+        if record is not None:
+            row["partitioner"] = _method(record, methods)
         rows.append({**row, **trial.params})
     return pd.DataFrame(rows)
 
 
-def _constraint_names(study: optuna.Study) -> tuple[str, ...] | None:
+def _settings(study: optuna.Study) -> StudySettings | None:
     stored = study.user_attrs.get(SETTINGS_ATTR)
-    return StudySettings.from_dict(stored).constraint_names if stored else None
+    return StudySettings.from_dict(stored) if stored else None
+
+
+def _method(record: TrialRecord, methods: Sequence[str]) -> str | None:
+    """The trial's recorded method; for a record from before methods were recorded, the
+    study's only one."""
+    if record.method is not None:
+        return record.method
+    return methods[0] if len(methods) == 1 else None
 
 
 def baselines_frame(
@@ -127,8 +141,10 @@ def flat_row(
     objective values, ``constraint[<name>]``, then the record's figures (none without one).
 
     Record columns: ``replication_factor``, ``latency_ms``, ``provenance``,
-    ``top1_pct[<failure set>]`` (percent, like the ``acc`` objective; ``no failure``,
-    ``failed 0``, ``failed 1+3``), ``<figure>[d<device>]`` and ``seconds_<step>``.
+    ``partitioner`` (the `Partition.method` that ran: a trial's search method, a
+    baseline's name), ``top1_pct[<failure set>]`` (percent, like the ``acc`` objective;
+    ``no failure``, ``failed 0``, ``failed 1+3``), ``<figure>[d<device>]`` and
+    ``seconds_<step>``.
     """
     row = {**head, **objectives}
     row.update({f"constraint[{name}]": value for name, value in constraints.items()})
@@ -138,6 +154,7 @@ def flat_row(
         replication_factor=record.replication_factor,
         latency_ms=record.latency_ms,
         provenance=record.provenance,
+        partitioner=record.method,
     )
     row.update({f"top1_pct[{label}]": pct for label, pct in record.top1_pct.items()})
     for d, device in enumerate(record.devices):

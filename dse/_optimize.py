@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import torch
 from optuna.exceptions import DuplicatedStudyError
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -258,7 +259,7 @@ def _create(
             [o.direction for o in problem.objectives],
             list(settings.objectives),
             reference_box(problem, baselines),
-            problem.space.to_dict(),
+            problem.search.to_dict(),
             fingerprints,
         )
     except DuplicatedStudyError:
@@ -286,15 +287,13 @@ def writable_dir(path: Path, flag: str) -> Path:
 
 
 def make_objective(problem: RobustnessProblem) -> Callable[[Trial], tuple[float, ...]]:
-    """One trial: suggest every threshold, evaluate (raced against the study's front when
-    the study races), record the trial's figures."""
-    space = problem.space
+    """One trial: suggest every parameter (in a mixed study the method switch and every
+    method's), evaluate (raced against the study's front when the study races), record the
+    trial's figures and the method it ran."""
+    bounds = problem.search.bounds()
 
     def objective(trial: Trial) -> tuple[float, ...]:
-        params = [
-            trial.suggest_float(n, lo, hi)
-            for n, lo, hi in zip(space.names, space.low, space.high, strict=True)
-        ]
+        params = {n: trial.suggest_float(n, lo, hi) for n, (lo, hi) in bounds.items()}
         front = partial(racing_front, trial.study) if problem.race is not None else None
         try:
             evaluation = problem.evaluate_params(params, front=front)
@@ -484,10 +483,10 @@ def _fail_reason(trial: FrozenTrial, retried: set[int]) -> str:
 def _enqueue_extremes(study: optuna.Study, problem: RobustnessProblem) -> None:
     """Start every new study from the two ends of the space: every threshold at its lowest
     (t = 0: full replication) and at its highest (one cluster per unit: LOP plus padding),
-    so the front always spans the whole trade-off whatever the sampler."""
-    space = problem.space
-    for values in (space.low, space.high):
-        study.enqueue_trial(dict(zip(space.names, values, strict=True)))
+    so the front always spans the whole trade-off whatever the sampler; in a mixed study,
+    both ends of every method (`SearchSpace.extremes`)."""
+    for point in problem.search.extremes():
+        study.enqueue_trial(point)
 
 
 def _sampler(
@@ -498,10 +497,9 @@ def _sampler(
     The seed is offset by the number of trials already in the study so that a resumed study
     does not replay the random draws of its first run.
     """
-    space = problem.space
     request = SamplerRequest(
         seed=(settings.seed + offset) % (MAX_SEED + 1),
-        space={n: (lo, hi) for n, lo, hi in zip(space.names, space.low, space.high, strict=True)},
+        space=problem.search.bounds(),
         n_objectives=len(problem.objectives),
         constraint_names=tuple(problem.constraint_names),
         population_size=settings.population,
@@ -541,5 +539,11 @@ def _export(result: OptimizeResult, out_dir: Path) -> list[Path]:
     return (
         write_frame(trials_frame(result.study, result.box), out_dir / "trials")
         + write_frame(baselines, out_dir / "baselines")
-        + write_frame(units_frame(problem.bench.net.units, problem.space), out_dir / "units")
+        + write_frame(
+            pd.concat(
+                [units_frame(problem.bench.net.units, m.space) for m in problem.search.methods],
+                ignore_index=True,
+            ),
+            out_dir / "units",
+        )
     )

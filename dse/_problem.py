@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,14 @@ import torch
 from dse._objectives import Objective, TrialOutcome
 from dse._record import RaceRecord
 from dse._settings import RUN_SETTINGS, SEARCH_ONLY_SETTINGS, SETTINGS_SCHEMA, StudySettings
-from dse._space import SearchablePartitioner, ThresholdSpace, build_space
+from dse._space import (
+    SEARCH_METHODS,
+    MethodSpace,
+    SearchablePartitioner,
+    SearchSpace,
+    ThresholdSpace,
+    build_space,
+)
 from dse._workbench import Workbench, open_workbench
 from robustdice_core import (
     BASELINES,
@@ -174,23 +181,27 @@ class RobustnessProblem:
             batch_size=settings.batch_size,
         )
         self.cost_info = ModelCostInfo.from_traced(self.bench.traced)
-        method = settings.search_method
-        self.partitioner: SearchablePartitioner
-        self.partitioner, upper = method.make(
-            self.bench.scores.points(self.bench.score_names),
-            settings.clustering,
-            settings.copies,
-        )
-        self.space: ThresholdSpace = build_space(
-            self.bench.net.units,
-            upper,
-            tie=settings.tie,
-            threshold_range=settings.threshold_range,
-            prefix=method.prefix,
-        )
+        self.search = SearchSpace(tuple(self._method_space(m) for m in settings.search_methods))
+        # the first method's (a single-method study's only) parameters and partitioner
+        self.space: ThresholdSpace = self.search.methods[0].space
+        self.partitioner: SearchablePartitioner = self.search.methods[0].partitioner
         self.race: StagedEvaluator | None = None
         if settings.racing is not None and self.needs_accuracy:
             self.race = StagedEvaluator(self.bench, settings.racing)
+
+    def _method_space(self, name: str) -> MethodSpace:
+        method = SEARCH_METHODS.get(name)
+        partitioner, upper = method.make(
+            self.bench.scores.points(self.bench.score_names), self.settings.method_options
+        )
+        space = build_space(
+            self.bench.net.units,
+            upper,
+            tie=self.settings.tie,
+            threshold_range=self.settings.threshold_range if method.uses_threshold_range else None,
+            prefix=method.prefix,
+        )
+        return MethodSpace(name, space, partitioner)
 
     def for_settings(self, settings: StudySettings) -> RobustnessProblem:
         """The same problem under settings that differ only in how it is searched (sampler,
@@ -210,15 +221,16 @@ class RobustnessProblem:
         return self.settings.constraint_names
 
     def evaluate_params(
-        self, params: Sequence[float], *, front: FrontValues | None = None
+        self, params: Sequence[float] | Mapping[str, float], *, front: FrontValues | None = None
     ) -> Evaluation:
-        """Evaluate one point of the search space (one value per space parameter: thresholds
-        for RobustDiCE, protected fractions for budgeted); with racing on, ``front`` gives
-        the values it must be able to reach (see the module docstring)."""
+        """Evaluate one point of the search space: by parameter name, or one value per
+        parameter in `SearchSpace.names` order (thresholds for RobustDiCE, protected fractions
+        for budgeted, and first the method switch in a mixed study); with racing on,
+        ``front`` gives the values it must be able to reach (see the module docstring)."""
         start = time.perf_counter()
-        partition = self.partitioner.partition_for(
-            self.space.thresholds(params), self.settings.devices
-        )
+        if not isinstance(params, Mapping):
+            params = dict(zip(self.search.names, params, strict=True))
+        partition = self.search.partition_for(params, self.settings.devices)
         return self.evaluate_partition(
             partition, partition_seconds=time.perf_counter() - start, front=front
         )

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAIL_REASON_ATTR",
+    "METHOD_ATTR",
     "RACE_ATTR",
     "RETRY_OF_ATTR",
     "RaceRecord",
@@ -34,6 +35,7 @@ __all__ = [
 RETRY_OF_ATTR = "retry_of"  # on a re-queued trial: the number of the trial it repeats
 FAIL_REASON_ATTR = "fail_reason"  # on a failed trial: the one-line error
 RACE_ATTR = "race"  # on a trial of a racing study: `RaceRecord.to_dict`
+METHOD_ATTR = "method"  # the partitioner a trial ran (`--method both` mixes them)
 _KEYS = ("replication_factor", "latency_ms", "provenance", "devices", "seconds", "top1_pct")
 # Optuna's pre-5 record of constraints, a list (`_CONSTRAINTS_KEY` in
 # `optuna.study._constrained_optimization`): the only one optuna-dashboard (0.21) reads.
@@ -94,6 +96,7 @@ class TrialRecord:
     top1_pct: Mapping[str, float] = field(default_factory=dict)
     unit_replication: tuple[float, ...] = ()  # per unit: copies computed / neurons
     race: RaceRecord | None = None
+    method: str | None = None  # the partitioner that ran (`Partition.method`); None: older
 
     @property
     def raced_out(self) -> bool:
@@ -122,6 +125,7 @@ class TrialRecord:
             top1_pct=_top1_pct(evaluation),
             unit_replication=evaluation.partition.unit_replication,
             race=evaluation.race,
+            method=evaluation.partition.method,
         )
 
     def to_user_attrs(self) -> dict[str, Any]:
@@ -138,6 +142,8 @@ class TrialRecord:
             attrs["unit_replication"] = list(self.unit_replication)
         if self.race is not None:
             attrs[RACE_ATTR] = self.race.to_dict()
+        if self.method is not None:
+            attrs[METHOD_ATTR] = self.method
         return attrs
 
     @classmethod
@@ -163,6 +169,7 @@ class TrialRecord:
             top1_pct=dict(attrs.get("top1_pct", {})),
             unit_replication=tuple(float(r) for r in attrs.get("unit_replication", ())),
             race=RaceRecord.from_dict(attrs[RACE_ATTR]) if RACE_ATTR in attrs else None,
+            method=str(attrs[METHOD_ATTR]) if METHOD_ATTR in attrs else None,
         )
 
 

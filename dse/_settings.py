@@ -19,7 +19,15 @@ import torch
 
 from dse._objectives import OBJECTIVES, AccuracyMetric, AccuracySettings, Objective
 from dse._samplers import DEFAULT_SAMPLER, SAMPLERS
-from dse._space import SEARCH_METHODS, TIE_MODES, SearchMethod, check_threshold_range
+from dse._scales import DEFAULT_SCALE, THRESHOLD_SCALES
+from dse._space import (
+    METHOD_CHOICES,
+    SEARCH_METHODS,
+    TIE_MODES,
+    MethodOptions,
+    SearchMethod,
+    check_threshold_range,
+)
 from robustdice_core import InvalidParameterError, parse_enum
 from robustdice_core._device import ComputeDevice, check_batch_size
 from robustdice_core.costs import Precision, load_device_profile, load_link_profile
@@ -80,10 +88,11 @@ class StudySettings:
     data: str | None = None
     calibration_size: int | None = None
     test_size: int | None = None
-    method: str = DEFAULT_METHOD  # what is searched: a `SEARCH_METHODS` key
+    method: str = DEFAULT_METHOD  # what is searched: a `METHOD_CHOICES` key
     racing: float | None = None  # share of the test images a trial is raced on first
     device: ComputeDevice = ComputeDevice()  # a run setting (`RUN_SETTINGS`)
     batch_size: int | None = None  # samples per batched forward; None: from memory
+    threshold_scale: str = DEFAULT_SCALE  # how RobustDiCE thresholds are searched
 
     def __post_init__(self) -> None:
         typed = {
@@ -108,12 +117,7 @@ class StudySettings:
         SAMPLERS.get(self.sampler)
         TIE_MODES.get(self.tie)
         CLUSTERINGS.get(self.clustering)
-        SEARCH_METHODS.get(self.method)
-        if self.threshold_range is not None and not self.search_method.uses_threshold_range:
-            raise InvalidParameterError(
-                f"`--threshold-range` sets RobustDiCE thresholds; `--method {self.method}` "
-                "searches fractions in [0, 1]: leave it out."
-            )
+        self._validate_method()
         load_device_profile(self.device_profile)
         load_link_profile(self.link_profile)
         if not self.failures:
@@ -143,6 +147,28 @@ class StudySettings:
                 raise InvalidParameterError(f"`{flag}` must be at least 1, got {size}.")
         self._validate_run()
 
+    def _validate_method(self) -> None:
+        """The method(s), and the threshold options only where thresholds are searched."""
+        methods = [SEARCH_METHODS.get(m) for m in METHOD_CHOICES.get(self.method)]
+        THRESHOLD_SCALES.get(self.threshold_scale)
+        thresholds = any(m.uses_threshold_range for m in methods)
+        if self.threshold_range is not None and not thresholds:
+            raise InvalidParameterError(
+                f"`--threshold-range` sets RobustDiCE thresholds; `--method {self.method}` "
+                "searches fractions in [0, 1]: leave it out."
+            )
+        if self.threshold_scale != DEFAULT_SCALE and not thresholds:
+            raise InvalidParameterError(
+                f"`--threshold-scale` sets how RobustDiCE thresholds are searched; `--method "
+                f"{self.method}` searches fractions in [0, 1]: leave it out."
+            )
+        if self.threshold_range is not None and self.threshold_scale != DEFAULT_SCALE:
+            raise InvalidParameterError(
+                f"`--threshold-range` gives raw thresholds, which only `--threshold-scale "
+                f"{DEFAULT_SCALE}` searches; `{self.threshold_scale}` searches [0, 1] per unit: "
+                "leave one of them out."
+            )
+
     def _validate_run(self) -> None:
         """Racing, the device (which must exist here) and the batch size."""
         if self.racing is not None:
@@ -161,8 +187,18 @@ class StudySettings:
 
     # ----------------------------------------------------------------- derived values
     @property
+    def search_methods(self) -> tuple[str, ...]:
+        """The `SEARCH_METHODS` keys a trial may use (one, or several with `--method both`)."""
+        return METHOD_CHOICES.get(self.method)
+
+    @property
     def search_method(self) -> SearchMethod:
-        return SEARCH_METHODS.get(self.method)
+        """The first (for a single-method study, the only) search method."""
+        return SEARCH_METHODS.get(self.search_methods[0])
+
+    @property
+    def method_options(self) -> MethodOptions:
+        return MethodOptions(self.clustering, self.copies, self.threshold_scale)
 
     @property
     def copies(self) -> int:
@@ -219,6 +255,8 @@ class StudySettings:
         # as before these fields existed: the same study keys
         if data["method"] == DEFAULT_METHOD:
             del data["method"]
+        if data["threshold_scale"] == DEFAULT_SCALE:
+            del data["threshold_scale"]
         if data["racing"] is None:
             del data["racing"]
         return data

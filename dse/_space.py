@@ -2,24 +2,32 @@
 
 What the value is depends on the search method (`SEARCH_METHODS`): RobustDiCE's threshold
 (parameters ``t:<group>``, from 0 to the group's one-cluster threshold) or the budgeted
-allocator's protected fraction (``f:<group>``, from 0 to 1; docs/per_byte.md).
+allocator's protected fraction (``f:<group>``, from 0 to 1; docs/per_byte.md). A study may
+mix methods (`METHOD_CHOICES`, `SearchSpace`); thresholds may be searched on another scale
+(`dse._scales`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from dse._scales import DEFAULT_SCALE, THRESHOLD_SCALES
 from robustdice_core import InvalidParameterError, Partition, Registry, Unit
 from robustdice_core.partition import CLUSTERINGS, Budgeted, RobustDiCE
 
 __all__ = [
+    "METHOD_CHOICES",
     "SEARCH_METHODS",
+    "SWITCH",
     "TIE_MODES",
+    "MethodOptions",
+    "MethodSpace",
     "SearchMethod",
+    "SearchSpace",
     "SearchablePartitioner",
     "ThresholdSpace",
     "build_space",
@@ -133,34 +141,153 @@ class SearchablePartitioner(Protocol):
 
 
 @dataclass(frozen=True)
+class MethodOptions:
+    """What a search method's partitioner is built with (from `StudySettings`)."""
+
+    clustering: str = "dendrogram"
+    copies: int = 2  # budgeted: copies of a protected neuron
+    threshold_scale: str = DEFAULT_SCALE  # robustdice: a `THRESHOLD_SCALES` key
+
+
+@dataclass(frozen=True)
 class SearchMethod:
     """How `dse optimize` searches one method: its per-unit parameter and its partitioner.
 
     Attributes:
         prefix: parameter names are ``<prefix>:<tie group>``.
-        make: ``(points, clustering, copies) -> (partitioner, per-unit upper end of the
-            parameter's range)``, over normalised scores.
-        uses_threshold_range: `--threshold-range` applies to its parameters.
+        make: ``(points, options) -> (partitioner, per-unit upper end of the parameter's
+            range)``, over normalised scores.
+        uses_threshold_range: its parameters are thresholds: `--threshold-range` and
+            `--threshold-scale` apply to them.
     """
 
     prefix: str
-    make: Callable[[Sequence[np.ndarray], str, int], tuple[SearchablePartitioner, list[float]]]
+    make: Callable[
+        [Sequence[np.ndarray], MethodOptions], tuple[SearchablePartitioner, list[float]]
+    ]
     uses_threshold_range: bool
 
 
 def _robustdice(
-    points: Sequence[np.ndarray], clustering: str, copies: int
+    points: Sequence[np.ndarray], options: MethodOptions
 ) -> tuple[SearchablePartitioner, list[float]]:
-    partitioner = RobustDiCE(points, clustering=CLUSTERINGS.get(clustering)())
-    return partitioner, partitioner.one_cluster_thresholds
+    partitioner = RobustDiCE(points, clustering=CLUSTERINGS.get(options.clustering)())
+    return THRESHOLD_SCALES.get(options.threshold_scale)(partitioner, points)
 
 
 def _budgeted(
-    points: Sequence[np.ndarray], clustering: str, copies: int
+    points: Sequence[np.ndarray], options: MethodOptions
 ) -> tuple[SearchablePartitioner, list[float]]:
-    return Budgeted(points, copies=copies), [1.0] * len(points)
+    return Budgeted(points, copies=options.copies), [1.0] * len(points)
 
 
 SEARCH_METHODS: Registry[SearchMethod] = Registry("search method")
 SEARCH_METHODS.add("robustdice", SearchMethod("t", _robustdice, uses_threshold_range=True))
 SEARCH_METHODS.add("budgeted", SearchMethod("f", _budgeted, uses_threshold_range=False))
+
+# `--method`: the search methods a study's trials may use. With more than one, every trial
+# also draws `SWITCH` (`SearchSpace`).
+METHOD_CHOICES: Registry[tuple[str, ...]] = Registry("search method")
+METHOD_CHOICES.add("robustdice", ("robustdice",))
+METHOD_CHOICES.add("budgeted", ("budgeted",))
+METHOD_CHOICES.add("both", ("robustdice", "budgeted"))
+
+SWITCH = "m:method"  # the parameter that picks a trial's method in a mixed study
+
+
+@dataclass(frozen=True)
+class MethodSpace:
+    """One search method of a study: its name, parameters and partitioner."""
+
+    name: str  # a `SEARCH_METHODS` key
+    space: ThresholdSpace
+    partitioner: SearchablePartitioner
+
+    def partition_for(self, params: Mapping[str, float], num_devices: int) -> Partition:
+        values = [float(params[n]) for n in self.space.names]
+        return self.partitioner.partition_for(self.space.thresholds(values), num_devices)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Every parameter of a study; with several methods, the float `SWITCH` in [0, 1] picks
+    each trial's method (method i of M owns [i / M, (i + 1) / M)) and every method's
+    parameters are drawn in every trial.
+
+    A float rather than a categorical with conditional parameters: the space stays fixed, so
+    every sampler models all of it (GP and multivariate TPE would sample parameters outside
+    the intersection of the trials' spaces independently at random; pymoo has a fixed float
+    vector only). The parameters of the method a trial does not use are inert.
+    """
+
+    methods: tuple[MethodSpace, ...]
+
+    @property
+    def switched(self) -> bool:
+        return len(self.methods) > 1
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        switch = (SWITCH,) if self.switched else ()
+        return switch + tuple(n for m in self.methods for n in m.space.names)
+
+    @property
+    def low(self) -> tuple[float, ...]:
+        switch = (0.0,) if self.switched else ()
+        return switch + tuple(v for m in self.methods for v in m.space.low)
+
+    @property
+    def high(self) -> tuple[float, ...]:
+        switch = (1.0,) if self.switched else ()
+        return switch + tuple(v for m in self.methods for v in m.space.high)
+
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return {n: (lo, hi) for n, lo, hi in zip(self.names, self.low, self.high, strict=True)}
+
+    def method_of(self, params: Mapping[str, float]) -> MethodSpace:
+        """The method a trial with these parameters runs."""
+        if not self.switched:
+            return self.methods[0]
+        count = len(self.methods)
+        return self.methods[min(max(int(float(params[SWITCH]) * count), 0), count - 1)]
+
+    def switch_value(self, method: str) -> float:
+        """The middle of ``method``'s share of the switch."""
+        index = [m.name for m in self.methods].index(method)
+        return (index + 0.5) / len(self.methods)
+
+    def missing(self, params: Mapping[str, float]) -> list[str]:
+        """The parameters a trial needs and ``params`` lacks."""
+        return [n for n in self.names if n not in params]
+
+    def partition_for(self, params: Mapping[str, float], num_devices: int) -> Partition:
+        """The partition of a trial with these parameters (its method's)."""
+        return self.method_of(params).partition_for(params, num_devices)
+
+    def extremes(self) -> list[dict[str, float]]:
+        """Per method, every parameter at its lowest and at its highest (the other methods'
+        at their lowest): the ends of every method's trade-off."""
+        base = dict(zip(self.names, self.low, strict=True))
+        points = []
+        for method in self.methods:
+            for ends in (method.space.low, method.space.high):
+                point = {**base, **dict(zip(method.space.names, ends, strict=True))}
+                if self.switched:
+                    point[SWITCH] = self.switch_value(method.name)
+                points.append(point)
+        return points
+
+    def to_dict(self) -> dict[str, object]:
+        """A single method's `ThresholdSpace.to_dict` (as stored before mixed studies); mixed:
+        every parameter, the first method's ``unit_param`` into them, and each method's own."""
+        first = self.methods[0].space.to_dict()
+        if not self.switched:
+            return first
+        offset = 1  # the switch comes first
+        return {
+            "names": list(self.names),
+            "low": list(self.low),
+            "high": list(self.high),
+            "unit_param": [p + offset for p in self.methods[0].space.unit_param],
+            "methods": {m.name: m.space.to_dict() for m in self.methods},
+        }

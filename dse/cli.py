@@ -14,6 +14,7 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from dse._cli_deploy import deploy, verify
+from dse._cli_measure import calibrate, measure
 from dse._cli_options import (
     DEFAULT_STORAGE,
     DEFAULTS,
@@ -36,6 +37,7 @@ from dse._cli_options import (
 from dse._cli_report import report
 from dse._cli_run import run
 from dse._cli_study import study_app
+from dse._cli_timeout import timeout_study
 from dse._compare import (
     DEFAULT_METHODS,
     DEFAULT_SEEDS,
@@ -50,8 +52,9 @@ from dse._optimize_view import Interrupted, front_table, optimize_view, profile_
 from dse._pick import PICK_RULES
 from dse._results import load_snapshot, pareto_payload
 from dse._samplers import DEFAULT_SAMPLER, SAMPLERS
+from dse._scales import THRESHOLD_SCALES
 from dse._settings import StudySettings, check_devices, check_fail_prob
-from dse._space import SEARCH_METHODS, TIE_MODES
+from dse._space import METHOD_CHOICES, TIE_MODES
 from dse._study import stored_settings
 from dse._workbench import open_workbench
 from dse._workers import PARALLEL_SAMPLER, check_workers, default_sampler
@@ -282,11 +285,19 @@ def optimize(
     method: Annotated[
         str,
         typer.Option(
-            help=f"What a trial searches: {_choices(SEARCH_METHODS.names())} (robustdice: "
+            help=f"What a trial searches: {_choices(METHOD_CHOICES.names())} (robustdice: "
             "per-unit thresholds; budgeted: per-unit fractions of neurons given extra copies; "
-            "docs/per_byte.md)."
+            "both: each trial draws its method; docs/per_byte.md)."
         ),
     ] = DEFAULTS.method,
+    threshold_scale: Annotated[
+        str,
+        typer.Option(
+            help=f"How thresholds are searched: {_choices(THRESHOLD_SCALES.names())} (linear: "
+            "0 to one cluster; quantile: per unit, through its merge heights, so large units "
+            "replicate too; docs/dse.md)."
+        ),
+    ] = DEFAULTS.threshold_scale,
     device_profile: Annotated[
         str, typer.Option(help=f"Device profile name ({_choices(device_profiles())}) or .toml.")
     ] = DEFAULTS.device_profile,
@@ -348,6 +359,7 @@ def optimize(
         threshold_range=threshold_range,
         clustering=clustering,
         method=method,
+        threshold_scale=threshold_scale,
         device_profile=device_profile,
         link_profile=link_profile,
         dtype=dtype,
@@ -390,7 +402,7 @@ def pareto(
         typer.echo(json.dumps(pareto_payload(snapshot, chosen, pick), indent=2))
         return
     specs = snapshot.settings.objective_specs
-    console.print(front_table(specs, snapshot.front, snapshot.baselines))
+    console.print(front_table(specs, snapshot.front, snapshot.baselines, snapshot.front_change()))
     for line in profile_footnotes(snapshot.settings):
         console.print(f"[dim]{line}[/]", highlight=False)
     console.print(f"study `{snapshot.name}` in {storage}: {len(snapshot.trials)} trials")
@@ -402,6 +414,9 @@ app.command()(deploy)
 app.command()(verify)
 app.command()(report)
 app.command()(run)
+app.command()(measure)
+app.command()(calibrate)
+app.command()(timeout_study)
 app.add_typer(study_app, name="study")
 
 
