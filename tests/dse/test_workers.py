@@ -427,7 +427,11 @@ def test_two_runners_share_a_study_and_stop_at_exactly_its_trials(
     study = optuna.load_study(study_name="t", storage=open_storage(url))
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == trials
-    assert len({tuple(t.params.values()) for t in complete}) == trials, "nothing ran twice"
+    # Each queued point (the ends of the space) was claimed by one runner only. Points a
+    # sampler proposed may repeat: two asks at the same instant see the same trials (GP on
+    # mem,energy once proposed one corner of the space twice).
+    queued = [tuple(t.params.values()) for t in complete if "fixed_params" in t.system_attrs]
+    assert queued and len(set(queued)) == len(queued), "a queued trial ran twice"
     assert not study.get_trials(states=(TrialState.RUNNING,))
 
 
