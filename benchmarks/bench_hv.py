@@ -1,17 +1,19 @@
 """Hypervolume per search method: `dse optimize --objectives acc,mem --acc-metric expected`.
 
 For each embedded model (the default first) the same study runs with `--method robustdice`,
-robustdice with `--threshold-scale quantile`, `budgeted` and `both`, with the same sampler,
-seed, trial budget, test images and evaluation data. The four studies of a model share their
-reference box (ideal and reference point from the baselines LOP, CDC and full replication,
-`dse._optimize.reference_box`: the baselines do not depend on the method) and its
-normalisation; the hypervolume is pymoo's exact `HV` in that box (`dse.hypervolume`).
+robustdice with `--threshold-scale quantile`, `budgeted`, `graded` and `both`, with the same
+sampler, seed, trial budget, test images and evaluation data, for each sampler seed. The
+studies of a model share their reference box (ideal and reference point from the baselines
+LOP, CDC and full replication, `dse._optimize.reference_box`: the baselines do not depend on
+the method) and its normalisation; the hypervolume is pymoo's exact `HV` in that box
+(`dse.hypervolume`).
 
 Before the studies, the threshold scales are compared directly: per unit, the replication
 (neuron copies / neurons) of RobustDiCE partitions at uniformly drawn parameters on the
 `linear` and the `quantile` scale.
 
-    python -m benchmarks.bench_hv [--quick] [--trials 40] [--models a,b] [--test-size 500]
+    python -m benchmarks.bench_hv [--quick] [--trials 40] [--models a,b] [--test-size 300]
+                                  [--seeds 0,1] [--variants robustdice,graded]
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ VARIANTS: dict[str, dict[str, str]] = {  # label -> the `StudySettings` it chang
     "robustdice": {"method": "robustdice"},
     "robustdice quantile": {"method": "robustdice", "threshold_scale": "quantile"},
     "budgeted": {"method": "budgeted"},
+    "graded": {"method": "graded"},
     "both": {"method": "both"},
 }
-SEED = 0
 SCALE_DRAWS = 200  # uniform parameter vectors per scale for the replication table
 LARGE = 1.05  # a unit counts as replicated above this replication
 
@@ -55,16 +57,18 @@ class Plan:
     trials: int
     test_size: int
     sampler: str
+    seeds: tuple[int, ...] = (0,)
+    variants: tuple[str, ...] = tuple(VARIANTS)
 
 
-FULL = Plan(MODELS, trials=40, test_size=300, sampler="gp")
+FULL = Plan(MODELS, trials=40, test_size=300, sampler="gp", seeds=(0, 1))
 QUICK = Plan(MODELS[:1], trials=8, test_size=100, sampler="random")
 
 
 def scale_rows(problem: RobustnessProblem, draws: int) -> list[dict[str, Any]]:
     """Per unit: mean replication and share of draws above `LARGE`, per threshold scale."""
     units = problem.bench.net.units
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(0)
     replication: dict[str, np.ndarray] = {}
     for scale in ("linear", "quantile"):
         settings = problem.settings.replace(threshold_scale=scale)
@@ -104,8 +108,8 @@ def scale_rows(problem: RobustnessProblem, draws: int) -> list[dict[str, Any]]:
 def study_rows(problem: RobustnessProblem, plan: Plan) -> list[dict[str, Any]]:
     """One study per variant on the same problem; HV of each front in one common box."""
     rows, box = [], None
-    for label, changes in VARIANTS.items():
-        settings = problem.settings.replace(**changes)
+    for label in plan.variants:
+        settings = problem.settings.replace(**VARIANTS[label])
         variant = RobustnessProblem(settings, bench=problem.bench)
         prepared = prepare_study(settings, storage_url=":memory:", problem=variant)
         box = box or prepared.box
@@ -120,6 +124,7 @@ def study_rows(problem: RobustnessProblem, plan: Plan) -> list[dict[str, Any]]:
         rows.append(
             {
                 "model": settings.model,
+                "seed": settings.seed,
                 "variant": label,
                 "method": settings.method,
                 "threshold_scale": settings.threshold_scale,
@@ -135,8 +140,9 @@ def study_rows(problem: RobustnessProblem, plan: Plan) -> list[dict[str, Any]]:
             }
         )
         console.print(
-            f"{settings.model} {label}: HV {rows[-1]['hypervolume']:.4f}, front "
-            f"{len(result.front)} {rows[-1]['front_methods']}, {wall:.0f} s"
+            f"{settings.model} seed {settings.seed} {label}: HV "
+            f"{rows[-1]['hypervolume']:.4f}, front {len(result.front)} "
+            f"{rows[-1]['front_methods']}, {wall:.0f} s"
         )
     return rows
 
@@ -144,9 +150,9 @@ def study_rows(problem: RobustnessProblem, plan: Plan) -> list[dict[str, Any]]:
 def tight_hypervolumes(rows: list[dict[str, Any]]) -> None:
     """Add ``hv_tight``: the HV with the acc reference at the lowest front accuracy of any of
     the model's variants instead of 0 (acc otherwise squashes every difference); the same
-    box for every variant of a model."""
-    for model in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == model]
+    box for every variant of a model and seed."""
+    for model, seed in dict.fromkeys((r["model"], r["seed"]) for r in rows):
+        mine = [r for r in rows if r["model"] == model and r["seed"] == seed]
         low = min(min(v[0] for v in r["front"]) for r in mine)
         stored = ReferenceBox.from_dict(mine[0]["box"])
         box = ReferenceBox(stored.ideal, (low, *stored.nadir[1:]), stored.maximize)
@@ -171,11 +177,13 @@ def run(quick: bool = False, plan: Plan | None = None) -> BenchResult:
             acc_metric=AccuracyMetric.expected,
             test_size=plan.test_size,
             sampler=plan.sampler,
-            seed=SEED,
+            seed=plan.seeds[0],
         )
         problem = RobustnessProblem(settings)
         scales += scale_rows(problem, SCALE_DRAWS)
-        studies += study_rows(problem, plan)
+        for seed in plan.seeds:
+            seeded = problem.for_settings(settings.replace(seed=seed))
+            studies += study_rows(seeded, plan)
     tight_hypervolumes(studies)
     hv = _summary(studies)
     return BenchResult(
@@ -190,13 +198,19 @@ def run(quick: bool = False, plan: Plan | None = None) -> BenchResult:
             "trials": plan.trials,
             "test_images": plan.test_size,
             "sampler": plan.sampler,
-            "seed": SEED,
+            "seeds": list(plan.seeds),
+            "variants": list(plan.variants),
             "scale_draws": SCALE_DRAWS,
             "torch_threads": torch.get_num_threads(),
             "hv": "pymoo.indicators.hv.HV in the study's ReferenceBox (dse.hypervolume)",
         },
         rows=studies,
-        summary={"scales": scales, "hv": hv, "target_met": _target_met(hv)},
+        summary={
+            "scales": scales,
+            "hv": hv,
+            "target_met": _target_met(hv),
+            "graded_wins": _wins(hv, "graded"),
+        },
         notes=[
             "HV: exact 2-D hypervolume of the feasible trials in the box from the baselines "
             "(ideal: best baseline; reference: worst mem + 10 % of the spread, acc 0), the "
@@ -205,29 +219,43 @@ def run(quick: bool = False, plan: Plan | None = None) -> BenchResult:
             "hv_tight: the same fronts with the acc reference at the lowest front accuracy of "
             "the model's variants (about LOP's) instead of 0.",
             "the first trials of a study are its enqueued extremes (2 per method).",
-            "target (the issue's goal): on every model some new search (robustdice quantile, "
-            "budgeted or both) reaches a higher HV than robustdice on the linear scale.",
+            "target (the issue's goal): on every model and seed some new search (robustdice "
+            "quantile, budgeted, graded or both) reaches a higher HV than robustdice on the "
+            "linear scale; graded_wins counts the (model, seed) pairs where graded does.",
         ],
     )
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{"<model> seed <s>": {variant: HV}}``."""
     out: dict[str, dict[str, float]] = {}
     for row in rows:
-        out.setdefault(row["model"], {})[row["variant"]] = row["hypervolume"]
+        out.setdefault(f"{row['model']} seed {row['seed']}", {})[row["variant"]] = row[
+            "hypervolume"
+        ]
     return out
 
 
-def _target_met(hv: dict[str, dict[str, float]]) -> bool:
+def _target_met(hv: dict[str, dict[str, float]]) -> bool | None:
+    if not all("robustdice" in by and len(by) > 1 for by in hv.values()):
+        return None
     return all(
         max(v for k, v in by.items() if k != "robustdice") > by["robustdice"] for by in hv.values()
     )
+
+
+def _wins(hv: dict[str, dict[str, float]], variant: str) -> str | None:
+    pairs = [by for by in hv.values() if variant in by and "robustdice" in by]
+    if not pairs:
+        return None
+    return f"{sum(by[variant] > by['robustdice'] for by in pairs)} of {len(pairs)}"
 
 
 def table(result: BenchResult) -> Table:
     rows = [
         [
             r["model"],
+            r["seed"],
             r["variant"],
             f"{r['hypervolume']:.4f}",
             f"{r['hv_half']:.4f}",
@@ -240,8 +268,8 @@ def table(result: BenchResult) -> Table:
     ]
     return make_table(
         f"Hypervolume, acc (expected) vs mem, {result.settings['trials']} trials, "
-        f"{result.settings['sampler']} seed {SEED}",
-        ["model", "variant", "HV", "HV half", "HV tight", "front", "front methods", "wall s"],
+        f"{result.settings['sampler']}",
+        ["model", "seed", "variant", "HV", "HV half", "HV tight", "front", "methods", "wall s"],
         rows,
     )
 
@@ -271,11 +299,20 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(FULL.models))
     parser.add_argument("--test-size", type=int, default=FULL.test_size)
     parser.add_argument("--sampler", default=FULL.sampler)
+    parser.add_argument("--seeds", default=",".join(map(str, FULL.seeds)))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
     plan = (
         QUICK
         if args.quick
-        else Plan(tuple(args.models.split(",")), args.trials, args.test_size, args.sampler)
+        else Plan(
+            tuple(args.models.split(",")),
+            args.trials,
+            args.test_size,
+            args.sampler,
+            tuple(int(s) for s in args.seeds.split(",")),
+            tuple(args.variants.split(",")),
+        )
     )
     result = run(quick=args.quick, plan=plan)
     console.print(scale_table(result))

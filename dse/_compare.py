@@ -34,6 +34,7 @@ from robustdice_core.partition import (
     BASELINES,
     PARTITIONERS,
     Budgeted,
+    Graded,
     LOPRandomCopies,
     Partition,
     RandomClustering,
@@ -247,6 +248,14 @@ def _tiered(c: _Comparison) -> list[Partition]:
     model_scores = c.bench.scores.raw.get(MODEL_WIDE_SCORE)
     best, _ = partitioner.search(min(c.target, most), nd, objective, model_scores=model_scores)
     return [best]
+
+
+@COMPARISONS.register("graded")
+def _graded(c: _Comparison) -> list[Partition]:
+    nd = c.request.num_devices
+    model_scores = c.bench.scores.raw.get(MODEL_WIDE_SCORE)
+    target = min(max(c.target, 1.0), float(nd))
+    return [Graded(c.points).for_replication(target, nd, model_scores=model_scores)]
 
 
 def _baseline(name: str) -> Builder:

@@ -155,12 +155,12 @@ class StudySettings:
         if self.threshold_range is not None and not thresholds:
             raise InvalidParameterError(
                 f"`--threshold-range` sets RobustDiCE thresholds; `--method {self.method}` "
-                "searches fractions in [0, 1]: leave it out."
+                "searches values in [0, 1]: leave it out."
             )
         if self.threshold_scale != DEFAULT_SCALE and not thresholds:
             raise InvalidParameterError(
                 f"`--threshold-scale` sets how RobustDiCE thresholds are searched; `--method "
-                f"{self.method}` searches fractions in [0, 1]: leave it out."
+                f"{self.method}` searches values in [0, 1]: leave it out."
             )
         if self.threshold_range is not None and self.threshold_scale != DEFAULT_SCALE:
             raise InvalidParameterError(

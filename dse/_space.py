@@ -2,7 +2,8 @@
 
 What the value is depends on the search method (`SEARCH_METHODS`): RobustDiCE's threshold
 (parameters ``t:<group>``, from 0 to the group's one-cluster threshold) or the budgeted
-allocator's protected fraction (``f:<group>``, from 0 to 1; docs/per_byte.md). A study may
+allocator's protected fraction (``f:<group>``, from 0 to 1) or the graded allocator's level
+(``g:<group>``, from 0 = LOP to 1 = full replication; docs/per_byte.md). A study may
 mix methods (`METHOD_CHOICES`, `SearchSpace`); thresholds may be searched on another scale
 (`dse._scales`).
 """
@@ -17,7 +18,7 @@ import numpy as np
 
 from dse._scales import DEFAULT_SCALE, THRESHOLD_SCALES
 from robustdice_core import InvalidParameterError, Partition, Registry, Unit
-from robustdice_core.partition import CLUSTERINGS, Budgeted, RobustDiCE
+from robustdice_core.partition import CLUSTERINGS, Budgeted, Graded, RobustDiCE
 
 __all__ = [
     "METHOD_CHOICES",
@@ -181,15 +182,23 @@ def _budgeted(
     return Budgeted(points, copies=options.copies), [1.0] * len(points)
 
 
+def _graded(
+    points: Sequence[np.ndarray], _options: MethodOptions
+) -> tuple[SearchablePartitioner, list[float]]:
+    return Graded(points), [1.0] * len(points)
+
+
 SEARCH_METHODS: Registry[SearchMethod] = Registry("search method")
 SEARCH_METHODS.add("robustdice", SearchMethod("t", _robustdice, uses_threshold_range=True))
 SEARCH_METHODS.add("budgeted", SearchMethod("f", _budgeted, uses_threshold_range=False))
+SEARCH_METHODS.add("graded", SearchMethod("g", _graded, uses_threshold_range=False))
 
 # `--method`: the search methods a study's trials may use. With more than one, every trial
 # also draws `SWITCH` (`SearchSpace`).
 METHOD_CHOICES: Registry[tuple[str, ...]] = Registry("search method")
 METHOD_CHOICES.add("robustdice", ("robustdice",))
 METHOD_CHOICES.add("budgeted", ("budgeted",))
+METHOD_CHOICES.add("graded", ("graded",))
 METHOD_CHOICES.add("both", ("robustdice", "budgeted"))
 
 SWITCH = "m:method"  # the parameter that picks a trial's method in a mixed study

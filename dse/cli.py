@@ -287,7 +287,8 @@ def optimize(
         typer.Option(
             help=f"What a trial searches: {_choices(METHOD_CHOICES.names())} (robustdice: "
             "per-unit thresholds; budgeted: per-unit fractions of neurons given extra copies; "
-            "both: each trial draws its method; docs/per_byte.md)."
+            "graded: per-unit copy levels from LOP to full replication, filled by importance; "
+            "both: robustdice or budgeted, each trial draws its method; docs/per_byte.md)."
         ),
     ] = DEFAULTS.method,
     threshold_scale: Annotated[

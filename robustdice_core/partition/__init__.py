@@ -12,6 +12,7 @@ from robustdice_core.partition._clustering import (
     GreedyClustering,
     PreparedUnit,
 )
+from robustdice_core.partition._graded import Graded, graded_copies, graded_levels
 from robustdice_core.partition._matching import (
     MatchedThresholds,
     check_replication_target,
@@ -37,6 +38,7 @@ for _method in (
     CDC,
     Budgeted,
     Tiered,
+    Graded,
     RandomClustering,
     LOPRandomCopies,
 ):
@@ -55,6 +57,7 @@ __all__ = [
     "Clustering",
     "DendrogramClustering",
     "FullReplication",
+    "Graded",
     "GreedyClustering",
     "LOP",
     "LOPRandomCopies",
@@ -73,5 +76,7 @@ __all__ = [
     "deal_budgeted",
     "deal_clusters",
     "deal_tiered",
+    "graded_copies",
+    "graded_levels",
     "match_replication",
 ]

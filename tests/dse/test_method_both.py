@@ -148,7 +148,7 @@ def test_stored_settings_round_trip_and_name_a_new_study() -> None:
 
 
 def test_unknown_methods_name_the_choices() -> None:
-    with pytest.raises(UnknownNameError, match="both, budgeted, robustdice"):
+    with pytest.raises(UnknownNameError, match="both, budgeted, graded, robustdice"):
         StudySettings(method="all")
 
 

@@ -182,6 +182,25 @@ def test_budgeted_problem_searches_fractions(bench: Workbench) -> None:
     assert half.partition.replication_factor == pytest.approx(1.5, abs=0.01)
 
 
+def test_graded_problem_searches_levels_from_lop_to_full_replication(bench: Workbench) -> None:
+    settings = StudySettings(
+        model="digits-vgg-bn", method="graded", tie="type", test_size=TEST_SIZE
+    )
+    problem = RobustnessProblem(settings, bench=bench)
+    space = problem.space
+    assert space.names and all(n.startswith("g:") for n in space.names)
+    assert set(space.low) == {0.0} and set(space.high) == {1.0}
+    none, every = problem.evaluate_params(space.low), problem.evaluate_params(space.high)
+    assert none.partition.method == every.partition.method == "graded"
+    assert none.partition.replication_factor == 1.0
+    assert every.partition.replication_factor == settings.devices  # full replication
+    assert every.outcome.accuracy is not None
+    worst = every.outcome.accuracy.by_size(max(settings.failures)).worst
+    assert worst == every.outcome.accuracy.by_size(0).worst
+    third = problem.evaluate_params([1 / 3] * len(space.names))  # 2 copies of everything
+    assert third.partition.replication_factor == pytest.approx(2.0, abs=0.01)
+
+
 def test_robustdice_problem_is_unchanged(bench: Workbench) -> None:
     settings = StudySettings(model="digits-vgg-bn", test_size=TEST_SIZE)
     problem = RobustnessProblem(settings, bench=bench)

@@ -31,7 +31,11 @@ CASES = [
     ("digits-alexnet", "lop", ALL),
     ("digits-alexnet", "robustdice", ALL),
     ("digits-alexnet", "cdc", ALL),
+    ("digits-vgg-bn", "lop", SHORT),
     ("digits-vgg-bn", "robustdice", SHORT),
+    ("digits-vgg-bn", "cdc", SHORT),
+    ("digits-convnext", "lop", SHORT),
+    ("digits-convnext", "robustdice", SHORT),
     ("digits-convnext", "cdc", SHORT),  # depthwise parity, decoded on the parity device
 ]
 

@@ -214,6 +214,7 @@ def test_every_method_is_registered_in_one_place() -> None:
     assert PARTITIONERS.names() == [
         "budgeted",
         "cdc",
+        "graded",
         "lop",
         "random-clustering",
         "random-copies",
@@ -221,6 +222,6 @@ def test_every_method_is_registered_in_one_place() -> None:
         "robustdice",
         "tiered",
     ]
-    scored = {"robustdice", "budgeted", "random-clustering", "random-copies", "tiered"}
+    scored = {"robustdice", "budgeted", "graded", "random-clustering", "random-copies", "tiered"}
     assert set(BASELINES.names()) == set(PARTITIONERS.names()) - scored
     assert all(PARTITIONERS.get(n).name == n for n in PARTITIONERS.names())

@@ -68,3 +68,12 @@ def test_tiered_requests_it_cannot_meet_are_refused(
 ) -> None:
     with pytest.raises(InvalidParameterError, match=message):
         compare_methods(bench, devices, replication=replication, methods=["tiered"])
+
+
+def test_graded_is_matched_to_the_replication_target(bench: Workbench) -> None:
+    (graded,) = compare_methods(bench, 4, replication=2.5, methods=["graded"], failures=[0, 1])
+    assert graded.target == 2.5
+    assert graded.replication_factor == pytest.approx(2.5, abs=0.05)
+    assert graded.partition.method == "graded"
+    # two copies of every neuron: no single failure loses anything
+    assert graded.accuracy.by_size(1).worst == graded.accuracy.by_size(0).worst
