@@ -8,6 +8,7 @@ from types import ModuleType
 from rich.table import Table
 
 from benchmarks import (
+    bench_device,
     bench_failure_eval,
     bench_hv,
     bench_links,
@@ -16,6 +17,7 @@ from benchmarks import (
     bench_runtime,
     bench_s3,
     bench_s3_memory,
+    bench_workers,
 )
 from benchmarks._common import BenchResult, console, quick_parser, report
 
@@ -28,6 +30,8 @@ BENCHMARKS: tuple[ModuleType, ...] = (
     bench_runtime,
     bench_links,
     bench_hv,
+    bench_workers,
+    bench_device,
 )
 
 
