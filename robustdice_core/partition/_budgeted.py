@@ -39,6 +39,23 @@ from robustdice_core.partition._robustdice import _checked_points, _size_mismatc
 __all__ = ["Budgeted", "budget_fractions", "deal_budgeted", "protected_count"]
 
 
+def unit_values(values: Sequence[float] | float, units: int, what: str) -> tuple[float, ...]:
+    """One value in [0, 1] per unit, from one per unit or a single one for all; ``what``
+    names the value in errors (the argument is its plural in backquotes)."""
+    expanded = (
+        [float(values)] * units if isinstance(values, (int, float)) else [float(v) for v in values]
+    )
+    if len(expanded) != units:
+        raise InvalidParameterError(
+            f"`{what}s` has {len(expanded)} values but the model has {units} units; give one "
+            "per unit or a single value."
+        )
+    for i, v in enumerate(expanded):
+        if not 0.0 <= v <= 1.0:
+            raise InvalidParameterError(f"{what} of unit {i} must be in [0, 1], got {v!r}.")
+    return tuple(expanded)
+
+
 def protected_count(fraction: float, size: int) -> int:
     """Neurons of a ``size``-neuron unit that get the extra copies: ``round(fraction * n)``."""
     return min(size, int(round(fraction * size)))
@@ -176,19 +193,7 @@ class Budgeted(Partitioner):
         return list(self._sizes)
 
     def _expand(self, fractions: Sequence[float] | float) -> tuple[float, ...]:
-        if isinstance(fractions, (int, float)):
-            values = [float(fractions)] * len(self._sizes)
-        else:
-            values = [float(f) for f in fractions]
-        if len(values) != len(self._sizes):
-            raise InvalidParameterError(
-                f"`fractions` has {len(values)} values but the model has {len(self._sizes)} "
-                "units; give one per unit or a single value."
-            )
-        for i, f in enumerate(values):
-            if not 0.0 <= f <= 1.0:
-                raise InvalidParameterError(f"fraction of unit {i} must be in [0, 1], got {f!r}.")
-        return tuple(values)
+        return unit_values(fractions, len(self._sizes), "fraction")
 
     def _partition(self, unit_sizes: Sequence[int], num_devices: int) -> Partition:
         return self.partition_for(self.fractions, num_devices, unit_sizes=unit_sizes)

@@ -23,7 +23,7 @@ import numpy as np
 
 from robustdice_core._errors import InvalidParameterError
 from robustdice_core.partition._base import Partitioner
-from robustdice_core.partition._budgeted import _model_wide_top
+from robustdice_core.partition._budgeted import _model_wide_top, unit_values
 from robustdice_core.partition._partition import Partition
 from robustdice_core.partition._robustdice import _checked_points, _size_mismatch
 from robustdice_core.partition._tiered import deal_tiered
@@ -99,19 +99,7 @@ class Graded(Partitioner):
         return list(self._sizes)
 
     def _expand(self, levels: Sequence[float] | float) -> tuple[float, ...]:
-        if isinstance(levels, (int, float)):
-            values = [float(levels)] * len(self._sizes)
-        else:
-            values = [float(v) for v in levels]
-        if len(values) != len(self._sizes):
-            raise InvalidParameterError(
-                f"`levels` has {len(values)} values but the model has {len(self._sizes)} "
-                "units; give one per unit or a single value."
-            )
-        for i, v in enumerate(values):
-            if not 0.0 <= v <= 1.0:
-                raise InvalidParameterError(f"level of unit {i} must be in [0, 1], got {v!r}.")
-        return tuple(values)
+        return unit_values(levels, len(self._sizes), "level")
 
     def _partition(self, unit_sizes: Sequence[int], num_devices: int) -> Partition:
         return self.partition_for(self.levels, num_devices, unit_sizes=unit_sizes)
