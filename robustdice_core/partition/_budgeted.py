@@ -141,10 +141,8 @@ def _proportional(sizes: np.ndarray, wanted: int) -> np.ndarray:
     return counts
 
 
-def _model_wide_top(
-    sizes: np.ndarray, wanted: int, model_scores: Sequence[np.ndarray]
-) -> np.ndarray:
-    """Per unit, how many of the model's ``wanted`` highest ``model_scores`` it holds."""
+def flat_model_scores(sizes: np.ndarray, model_scores: Sequence[np.ndarray]) -> np.ndarray:
+    """Every unit's scores in one checked array (one finite score per neuron)."""
     scores = [np.asarray(s, dtype=np.float64).reshape(-1) for s in model_scores]
     if [s.size for s in scores] != sizes.tolist():
         raise InvalidParameterError(
@@ -154,6 +152,14 @@ def _model_wide_top(
     flat = np.concatenate(scores)
     if not np.isfinite(flat).all():
         raise InvalidParameterError("`model_scores` must be finite.")
+    return flat
+
+
+def _model_wide_top(
+    sizes: np.ndarray, wanted: int, model_scores: Sequence[np.ndarray]
+) -> np.ndarray:
+    """Per unit, how many of the model's ``wanted`` highest ``model_scores`` it holds."""
+    flat = flat_model_scores(sizes, model_scores)
     unit = np.repeat(np.arange(sizes.size), sizes)
     top = np.argsort(-flat, kind="stable")[:wanted]
     return np.bincount(unit[top], minlength=sizes.size)

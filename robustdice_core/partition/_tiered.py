@@ -34,7 +34,7 @@ import numpy as np
 
 from robustdice_core._errors import InvalidParameterError
 from robustdice_core.partition._base import Partitioner
-from robustdice_core.partition._budgeted import _offset_sets
+from robustdice_core.partition._budgeted import _offset_sets, flat_model_scores
 from robustdice_core.partition._partition import Partition
 from robustdice_core.partition._robustdice import _checked_points, _size_mismatch
 
@@ -127,16 +127,7 @@ def tier_counts(
 def _flat_scores(sizes: np.ndarray, model_scores: Sequence[np.ndarray] | None) -> np.ndarray:
     if model_scores is None:
         return np.concatenate([-(np.arange(n) + 0.5) / n for n in sizes.tolist()])
-    scores = [np.asarray(s, dtype=np.float64).reshape(-1) for s in model_scores]
-    if [s.size for s in scores] != sizes.tolist():
-        raise InvalidParameterError(
-            f"`model_scores` must have one score per neuron of every unit ({sizes.tolist()}), "
-            f"got sizes {[s.size for s in scores]}."
-        )
-    flat = np.concatenate(scores)
-    if not np.isfinite(flat).all():
-        raise InvalidParameterError("`model_scores` must be finite.")
-    return flat
+    return flat_model_scores(sizes, model_scores)
 
 
 @dataclass(frozen=True)
