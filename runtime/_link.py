@@ -22,6 +22,13 @@ or a small file shared by the run's processes (`FileLedger`). A sender reserves 
 transmission when it sends and queues the message with its arrival time; its loop releases
 due messages to the socket (`Shaper.due`), and waits no longer than the next arrival
 (`Shaper.next_release`). Nothing sleeps.
+
+A loop reaches a due message some microseconds after it is due (the turn back to `due`),
+which a real link does not add. `due` measures that lateness on every release and hands later
+messages out that much early (`Shaper.lead_s`, an integrating controller of the lateness,
+capped at `MAX_LEAD_S`), so the delay added is the profile's, not the profile's plus the
+emulator's own. The send itself (encoding, encryption) is not compensated: a real node pays it
+too.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ Clock = Callable[[], float]
 MAX_ATTEMPTS = 16  # Linux gives up on a segment after 15 retransmissions (tcp_retries2)
 STALE_S = 3600.0  # a busy-until this far ahead is left from another boot's clock: ignored
 LOCK_WAIT_S = 0.005  # a holder frozen (SIGSTOP) inside the lock must not stall its peers
+MAX_LEAD_S = 1e-4  # releases are never moved earlier than this, however late a loop runs
+LEAD_GAIN = 0.25  # share of each measured lateness the lead absorbs
 
 
 def resolve_link(link: LinkProfile | str | os.PathLike[str] | None) -> LinkProfile | None:
@@ -222,6 +231,7 @@ class Shaper(Generic[T]):
         self._rng = random.Random(seed * 1_000_003 + rank)
         self._queues: dict[Hashable, deque[tuple[float, T]]] = {}
         self._last: dict[Hashable, float] = {}  # last arrival per connection (in order)
+        self.lead_s = 0.0  # how early due messages are released (the loop's own lateness)
 
     def submit(self, link: Hashable, receivers: Sequence[int], size: int, item: T) -> bool:
         """Reserve the transmission of ``size`` bytes to ``receivers`` and queue ``item``;
@@ -246,18 +256,27 @@ class Shaper(Generic[T]):
         return True
 
     def due(self) -> list[tuple[Hashable, T]]:
-        """Every queued message whose arrival time has come, oldest first per connection."""
-        now = self.clock()
+        """Every queued message whose arrival time has come (less `lead_s`), oldest first per
+        connection."""
+        clock = self.clock()
+        now = clock + self.lead_s
         out: list[tuple[Hashable, T]] = []
+        latest: float | None = None  # the latest arrival handed out
         for link, queue in self._queues.items():
             while queue and queue[0][0] <= now:
-                out.append((link, queue.popleft()[1]))
+                arrives, item = queue.popleft()
+                out.append((link, item))
+                latest = arrives if latest is None else max(latest, arrives)
+        if latest is not None:
+            late = clock - latest  # negative: released early by the lead
+            self.lead_s = min(max(self.lead_s + LEAD_GAIN * late, 0.0), MAX_LEAD_S)
         return out
 
     def next_release(self) -> float | None:
-        """The clock time of the next arrival, None when nothing is queued."""
+        """The clock time the next arrival is released (less `lead_s`), None when nothing is
+        queued."""
         heads = [queue[0][0] for queue in self._queues.values() if queue]
-        return min(heads, default=None)
+        return None if not heads else min(heads) - self.lead_s
 
     def pending(self) -> int:
         return sum(len(queue) for queue in self._queues.values())

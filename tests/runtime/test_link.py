@@ -25,7 +25,7 @@ from runtime import (
     curve_keypairs,
     resolve_link,
 )
-from runtime._link import ledger_slots
+from runtime._link import LEAD_GAIN, MAX_LEAD_S, ledger_slots
 from runtime._simulate import simulated_logits
 from runtime._transport import Received
 
@@ -111,7 +111,7 @@ def test_shared_medium_serialises_two_senders_latency_included() -> None:
     assert (a.next_release(), b.next_release()) == pytest.approx((1.1, 2.2))
     assert drain_at(a, clock, 5.0) == ["a"]  # the medium idle again: no debt carried over
     a.submit(2, [2], MB // 2, "c")
-    assert a.next_release() == pytest.approx(5.6)
+    assert a.next_release() == pytest.approx(5.6 - a.lead_s)  # less the late loop's lead
 
 
 def test_a_publish_to_three_peers_is_three_transmissions() -> None:
@@ -145,6 +145,25 @@ def test_the_clock_is_waited_for_not_slept_on() -> None:
     s.submit(1, [1], 0, "x")
     assert drain_at(s, clock, 0.25) == [] and s.pending() == 1
     assert s.next_release() == pytest.approx(0.5)
+
+
+def test_a_late_loop_is_compensated_by_releasing_later_messages_early() -> None:
+    clock = FakeClock(0.0)
+    s = shaper(link(latency=0.01), clock)
+    s.submit(1, [1], 0, "a")
+    assert drain_at(s, clock, 0.01 + 40e-6) == ["a"]  # the loop came back 40 us late
+    assert s.lead_s == pytest.approx(LEAD_GAIN * 40e-6)
+    s.submit(1, [1], 0, "b")  # arrives at 0.01004 + 0.01
+    assert s.next_release() == pytest.approx(0.02004 - LEAD_GAIN * 40e-6)
+    for _ in range(50):  # far later: the lead is capped
+        s.submit(1, [1], 0, "c")
+        drain_at(s, clock, clock.now + 1.0)
+    assert s.lead_s == pytest.approx(MAX_LEAD_S)
+    for _ in range(200):  # punctual releases (woken at `next_release`) decay it again
+        s.submit(1, [1], 0, "d")
+        t = s.next_release()
+        assert t is not None and drain_at(s, clock, t) == ["d"]
+    assert s.lead_s < 1e-9
 
 
 def _all_releases(s: Shaper[str], clock: FakeClock) -> list[tuple[float, str]]:
