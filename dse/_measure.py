@@ -334,9 +334,15 @@ def _estimated(
         schedule=Schedule.OVERLAPPED,
         in_flight=in_flight,
     )
-    barrier = costs or estimate_costs(
-        partition, problem.cost_info, problem.device, problem.link, dtype=problem.settings.dtype
-    )
+    if costs is None or costs.schedule is not Schedule.BARRIER:
+        costs = estimate_costs(
+            partition,
+            problem.cost_info,
+            problem.device,
+            problem.link,
+            dtype=problem.settings.dtype,
+        )
+    barrier = costs
     return {
         "fps": barrier.fps,
         "fps_overlapped": overlapped.fps,

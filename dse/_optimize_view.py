@@ -361,7 +361,7 @@ def profile_footnotes(settings: StudySettings) -> list[str]:
     device = load_device_profile(settings.device_profile)
     lines = [
         f"estimated by the cost model: {device.name} devices on {settings.link_profile} "
-        f"({settings.dtype.value})."
+        f"({settings.dtype.value}, {settings.schedule_text})."
     ]
     if "mem" in settings.objectives:
         lines.append(

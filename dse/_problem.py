@@ -245,7 +245,13 @@ class RobustnessProblem:
         """Costs, then accuracy (raced when racing is on and ``front`` is given)."""
         start = time.perf_counter()
         costs = estimate_costs(
-            partition, self.cost_info, self.device, self.link, dtype=self.settings.dtype
+            partition,
+            self.cost_info,
+            self.device,
+            self.link,
+            dtype=self.settings.dtype,
+            schedule=self.settings.schedule,
+            in_flight=self.settings.in_flight,
         )
         cost_end = time.perf_counter()
         accuracy, race = self._accuracy(partition, costs, front)

@@ -232,7 +232,7 @@ def _acc_description(settings: StudySettings) -> str:
 
 def _profile(settings: StudySettings) -> str:
     devices = f"{settings.devices} × {settings.device_profile}"
-    return f"{devices}, {settings.link_profile}, {settings.dtype.value}"
+    return f"{devices}, {settings.link_profile}, {settings.dtype.value}, {settings.schedule_text}"
 
 
 def _accuracy_source(settings: StudySettings) -> str:

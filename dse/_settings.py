@@ -30,7 +30,13 @@ from dse._space import (
 )
 from robustdice_core import InvalidParameterError, parse_enum
 from robustdice_core._device import ComputeDevice, check_batch_size
-from robustdice_core.costs import Precision, load_device_profile, load_link_profile
+from robustdice_core.costs import (
+    DEFAULT_IN_FLIGHT,
+    Precision,
+    Schedule,
+    load_device_profile,
+    load_link_profile,
+)
 from robustdice_core.importance import SCORERS
 from robustdice_core.io import hash_json
 from robustdice_core.partition import CLUSTERINGS
@@ -93,6 +99,8 @@ class StudySettings:
     device: ComputeDevice = ComputeDevice()  # a run setting (`RUN_SETTINGS`)
     batch_size: int | None = None  # samples per batched forward; None: from memory
     threshold_scale: str = DEFAULT_SCALE  # how RobustDiCE thresholds are searched
+    schedule: Schedule = Schedule.BARRIER  # which runtime schedule `fps` and `energy` assume
+    in_flight: int | None = None  # images in flight under the overlapped schedule
 
     def __post_init__(self) -> None:
         typed = {
@@ -106,9 +114,11 @@ class StudySettings:
             "data": _optional_text(self.data),
             "device": ComputeDevice.parse(self.device),
             "racing": _optional_float(self.racing, "--racing"),
+            "schedule": parse_enum(Schedule, self.schedule, "--schedule"),
         }
         for name, value in typed.items():
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "in_flight", _in_flight(self.schedule, self.in_flight))
         self._validate()
 
     def _validate(self) -> None:
@@ -225,6 +235,13 @@ class StudySettings:
         return self.device.resolve()
 
     @property
+    def schedule_text(self) -> str:
+        """How the cost objectives assume the runtime orders images, in words."""
+        if self.in_flight is None:
+            return "barrier schedule"
+        return f"overlapped schedule, {self.in_flight} in flight"
+
+    @property
     def accuracy(self) -> AccuracySettings:
         return AccuracySettings(self.acc_metric, self.failures, self.fail_prob)
 
@@ -259,6 +276,8 @@ class StudySettings:
             del data["threshold_scale"]
         if data["racing"] is None:
             del data["racing"]
+        if data["schedule"] == Schedule.BARRIER.value:
+            del data["schedule"], data["in_flight"]
         return data
 
     @classmethod
@@ -307,6 +326,27 @@ def check_devices(devices: int, failure_counts: Sequence[int]) -> None:
 def check_fail_prob(fail_prob: float) -> None:
     if not 0.0 <= fail_prob <= 1.0:
         raise InvalidParameterError(f"`--fail-prob` must be in [0, 1], got {fail_prob}.")
+
+
+def _in_flight(schedule: Schedule, in_flight: int | str | None) -> int | None:
+    """None under the barrier schedule (one image at a time); K >= 1 under the overlapped
+    one (default `DEFAULT_IN_FLIGHT`, the runtime's)."""
+    if schedule is Schedule.BARRIER:
+        if in_flight not in (None, 1, "1"):
+            raise InvalidParameterError(
+                f"`--in-flight` is {in_flight}, but `--schedule barrier` runs one image at a "
+                "time; add `--schedule overlapped` to search FPS with several in flight."
+            )
+        return None
+    if in_flight is None:
+        return DEFAULT_IN_FLIGHT
+    try:
+        k = int(in_flight)
+    except (TypeError, ValueError):
+        k = 0
+    if isinstance(in_flight, bool) or k < 1 or str(k) != str(in_flight).strip():
+        raise InvalidParameterError(f"`--in-flight` must be an integer >= 1, got {in_flight!r}.")
+    return k
 
 
 def _int_tuple(values: str | Sequence[int], flag: str) -> tuple[int, ...]:

@@ -59,7 +59,12 @@ from dse._study import stored_settings
 from dse._workbench import open_workbench
 from dse._workers import PARALLEL_SAMPLER, check_workers, default_sampler
 from robustdice_core import InvalidParameterError, RobustDiceError
-from robustdice_core.costs import Precision, device_profiles, link_profiles
+from robustdice_core.costs import (
+    DEFAULT_IN_FLIGHT,
+    Precision,
+    device_profiles,
+    link_profiles,
+)
 from robustdice_core.importance import SCORERS
 from robustdice_core.io import atomic_write_bytes
 from robustdice_core.partition import CLUSTERINGS, PARTITIONERS
@@ -308,6 +313,19 @@ def optimize(
     dtype: Annotated[
         str, typer.Option(help=f"Weights/activations: {_choices([p.value for p in Precision])}.")
     ] = DEFAULTS.dtype.value,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="Runtime schedule the fps and energy objectives assume: barrier (one image at "
+            "a time) or overlapped (several in flight, as `dse run`; docs/cost_model.md)."
+        ),
+    ] = DEFAULTS.schedule.value,
+    in_flight: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Images in flight with --schedule overlapped (default {DEFAULT_IN_FLIGHT})."
+        ),
+    ] = None,
     max_mem_mb: Annotated[
         float | None, typer.Option(help="Constraint: max MB per device, runtime included.")
     ] = None,
@@ -364,6 +382,8 @@ def optimize(
         device_profile=device_profile,
         link_profile=link_profile,
         dtype=dtype,
+        schedule=schedule,
+        in_flight=in_flight,
         max_mem_mb=max_mem_mb,
         min_fps=min_fps,
         sampler=sampler,

@@ -95,7 +95,7 @@ def test_input_carries_objectives_devices_and_the_knee(made: Made) -> None:
     assert data.deploy_command_for(3) == (
         f"dse deploy {STUDY} --trial 3 --storage {made.storage} --out bundle-3"
     )
-    assert data.profile == "4 × jetson_xavier_nx_15w, gigabit_ethernet, fp32"
+    assert data.profile == "4 × jetson_xavier_nx_15w, gigabit_ethernet, fp32, barrier schedule"
     assert "50 test images" in data.accuracy_source
 
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dse import OBJECTIVES, SAMPLERS, TIE_MODES, AccuracyMetric, StudySettings
+from dse import OBJECTIVES, SAMPLERS, TIE_MODES, AccuracyMetric, RobustnessProblem, StudySettings
 from dse.cli import app
 from robustdice_core import RobustDiceError
 from robustdice_core._device import ComputeDevice, DeviceKind
-from robustdice_core.costs import Precision
+from robustdice_core.costs import DEFAULT_IN_FLIGHT, Precision, Schedule, estimate_costs
+from robustdice_core.partition import LOP
 
 
 def test_round_trip_and_key_are_stable() -> None:
@@ -82,6 +83,10 @@ def test_values_are_typed_once_where_they_enter() -> None:
         ({"racing": 1.0}, "`--racing` must be a fraction"),
         ({"racing": "half"}, "`--racing` must be a number, got 'half'"),
         ({"racing": 0.2, "objectives": "mem,energy"}, "`--racing` races the `acc` objective"),
+        ({"schedule": "async"}, "`--schedule` must be one of barrier, overlapped, got 'async'"),
+        ({"in_flight": 4}, "`--in-flight` is 4, but `--schedule barrier` runs one image"),
+        ({"schedule": "overlapped", "in_flight": 0}, "`--in-flight` must be an integer >= 1"),
+        ({"schedule": "overlapped", "in_flight": "two"}, "`--in-flight` must be an integer"),
     ],
 )
 def test_invalid_settings_are_refused_with_the_flag_named(
@@ -122,6 +127,36 @@ def test_racing_is_part_of_the_study_only_when_on() -> None:
     assert raced.racing == 0.25 and "racing" not in base.to_dict()
     assert raced.key() != base.key() and base.differences(raced) == ["racing"]
     assert StudySettings.from_dict(raced.to_dict()) == raced
+
+
+def test_the_overlapped_schedule_is_part_of_the_study_only_when_chosen() -> None:
+    base = StudySettings(model="digits-vgg-bn")
+    assert base.schedule is Schedule.BARRIER and base.in_flight is None
+    assert not {"schedule", "in_flight"} & set(base.to_dict())  # old study keys hold
+    assert StudySettings.parse(model="digits-vgg-bn", in_flight=1) == base
+    overlapped = StudySettings.parse(model="digits-vgg-bn", schedule="overlapped")
+    assert overlapped.in_flight == DEFAULT_IN_FLIGHT
+    assert base.differences(overlapped) == ["schedule", "in_flight"]
+    eight = overlapped.replace(in_flight=8)
+    assert eight.key() not in (base.key(), overlapped.key())
+    assert StudySettings.from_dict(eight.to_dict()) == eight
+
+
+def test_the_fps_objective_follows_the_study_schedule() -> None:
+    settings = StudySettings(model="digits-alexnet", objectives=("mem", "fps"))
+    barrier = RobustnessProblem(settings)
+    overlapped = RobustnessProblem(settings.replace(schedule="overlapped", in_flight=3))
+    lop = LOP().partition(barrier.cost_info.num_neurons.astype(int).tolist(), 4)
+    slow, fast = (p.evaluate_partition(lop).outcome.costs for p in (barrier, overlapped))
+    assert (slow.schedule, fast.schedule, fast.in_flight) == (
+        Schedule.BARRIER,
+        Schedule.OVERLAPPED,
+        3,
+    )
+    expected = estimate_costs(
+        lop, barrier.cost_info, barrier.device, barrier.link, schedule="overlapped", in_flight=3
+    )
+    assert fast.fps == pytest.approx(expected.fps) and fast.fps > slow.fps
 
 
 def test_replace_validates_and_keeps_the_rest() -> None:
