@@ -1,8 +1,9 @@
 """`dse calibrate`: fit a device profile to runtime measurements (`dse measure --json`).
 
 The cost model's seconds per image, ``T = 1 / fps``, are piecewise linear in
-``theta = (1 / R, 1 / B, o[, l])``: R the sustained FLOP/s, B the sustained memory bandwidth,
-o the per-unit overhead and, with ``fit_link``, l the link's per-message latency (a roofline
+``theta = (1 / R, 1 / B, o[, l], m)``: R the sustained FLOP/s, B the sustained memory
+bandwidth, o the per-unit overhead, with ``fit_link`` l the link's per-message latency (a
+delay), and m the node's processor time per message sent or received (a roofline
 max per unit and device, a max over devices, and under the
 overlapped schedule the larger of latency / K and the busiest resource). Around the current
 ``theta`` each measured run j gives ``T_j ~ c_j + g_j . theta``, with ``g_j`` the cost
@@ -53,9 +54,11 @@ __all__ = [
     "MIN_POINTS",
     "Calibration",
     "CalibrationPoint",
+    "MeasuredRuns",
     "PointError",
     "calibrate",
     "calibrate_file",
+    "read_runs",
     "write_profile",
 ]
 
@@ -84,6 +87,7 @@ class PointError:
     measured_fps: float
     base_fps: float
     fitted_fps: float
+    in_flight: int = 1  # the run's schedule: 1 barrier, K > 1 overlapped
 
     @property
     def base_error_pct(self) -> float:
@@ -126,12 +130,15 @@ def calibrate(
     source: str = "",
     name: str | None = None,
     fit_link: bool = False,
+    fit_messages: bool = True,
 ) -> Calibration:
-    """Fit ``base``'s compute efficiency, bandwidth efficiency and per-unit overhead (and
-    idle power / energy per FLOP where a meter measured energy) to ``points``; the points
-    labelled in ``hold_out`` are only predicted, not fitted. ``fit_link`` also fits the
-    link's per-message latency (`Calibration.link`): on a machine whose "link" is loopback
-    and the runtime's own message handling, that is where the per-message cost shows."""
+    """Fit ``base``'s compute efficiency, bandwidth efficiency, per-unit and per-message
+    overhead (and idle power / energy per FLOP where a meter measured energy) to
+    ``points``; the points labelled in ``hold_out`` are only predicted, not fitted.
+    ``fit_link`` also fits the link's per-message latency (`Calibration.link`), a delay
+    another image's work can fill, unlike the per-message overhead, which is the node's own
+    processor time. ``fit_messages=False`` keeps the base's per-message overhead (the cost
+    model without that term, for comparison)."""
     unknown = sorted(set(hold_out) - {p.label for p in points})
     if unknown:
         raise InvalidParameterError(
@@ -151,7 +158,7 @@ def calibrate(
             "degenerate (nothing to tell compute from overhead); measure different trials."
         )
     model = _Model(info, link, dtype, base)
-    theta, free, kept, iterations = _fit_time(model, fit, fit_link)
+    theta, free, kept, iterations = _fit_time(model, fit, fit_link, fit_messages)
     values = model.values(theta, free)
     fitted_link = model.link_for(theta) if 3 in free else None
     if fitted_link is not None:
@@ -167,6 +174,7 @@ def calibrate(
             measured_fps=p.fps,
             base_fps=_Model(info, link, dtype, base).fps(base, p),
             fitted_fps=model.fps(fitted_profile, p),
+            in_flight=p.in_flight,
         )
         for p in points
     )
@@ -209,6 +217,7 @@ class _Model:
                 1.0 / profile.bytes_per_s,
                 profile.unit_overhead_s.value,
                 self.link.latency_s.value,
+                profile.message_overhead_s.value,
             ]
         )
 
@@ -216,7 +225,7 @@ class _Model:
         return replace(self.link, latency_s=_number(float(theta[3])))
 
     def profile(self, theta: np.ndarray) -> DeviceProfile:
-        return self.with_values(self.values(theta, [0, 1, 2]))
+        return self.with_values(self.values(theta, [0, 1, 2, 4]))
 
     def with_values(self, values: dict[str, float]) -> DeviceProfile:
         numbers: dict[str, Any] = {k: _number(v) for k, v in values.items()}
@@ -238,6 +247,8 @@ class _Model:
                 out["memory_bandwidth_bytes_per_s"] = rate
         if 2 in indices:
             out["unit_overhead_s"] = float(theta[2])
+        if 4 in indices:
+            out["message_overhead_s"] = float(theta[4])
         return out
 
     def _peak_field(self) -> str:
@@ -276,6 +287,7 @@ _FIELDS = {
     1: "bandwidth_efficiency",
     2: "unit_overhead_s",
     3: "latency_s (link)",
+    4: "message_overhead_s",
 }
 
 
@@ -309,12 +321,12 @@ class _Fit:
 
 
 def _fit_time(
-    model: _Model, points: Sequence[CalibrationPoint], fit_link: bool
+    model: _Model, points: Sequence[CalibrationPoint], fit_link: bool, fit_messages: bool
 ) -> tuple[np.ndarray, list[int], dict[str, str], int]:
     """The best fit over every subset of the parameters the runs depend on (fewer
     parameters unless more fit clearly better, `_better`); the others keep the base's values."""
     target = np.array([1.0 / p.fps for p in points])
-    candidates = [0, 1, 2, 3] if fit_link else [0, 1, 2]
+    candidates = [0, 1, 2] + [3] * fit_link + [4] * fit_messages
     g, _ = _linearise(model, model.theta(model.base), points)
     usable = [i for i in candidates if _depends(g[:, i] / target, g / target[:, None])]
     if not usable:
@@ -458,44 +470,91 @@ def _link_provenance(link: LinkProfile, source: str) -> LinkProfile:
 
 
 # ----------------------------------------------------------------------------- files
+@dataclass(frozen=True)
+class MeasuredRuns:
+    """A `dse measure --json` file, read: its runs and what they ran on."""
+
+    points: tuple[CalibrationPoint, ...]
+    info: ModelCostInfo
+    dtype: Precision
+    link: LinkProfile
+    device_profile: str  # the study's
+    data: dict[str, Any]  # the file's content
+
+    def predicted_fps(
+        self, profile: DeviceProfile, point: CalibrationPoint, link: LinkProfile | None = None
+    ) -> float:
+        """``profile``'s FPS for one run, in the schedule it ran in (on ``link``, default
+        the study's)."""
+        return _Model(self.info, link or self.link, self.dtype, profile).fps(profile, point)
+
+
+def read_runs(paths: Path | Sequence[Path]) -> MeasuredRuns:
+    """The runs of one or several `dse measure --json` files of one study setting (the same
+    model, devices, profiles and precision; e.g. one file per schedule); labels
+    ``#<trial>`` and baseline names."""
+    files = [paths] if isinstance(paths, Path) else list(paths)
+    if not files:
+        raise InvalidParameterError("name at least one measurements file (`dse measure --json`).")
+    contents = [read_measurements(path) for path in files]
+    for path, data in zip(files[1:], contents[1:], strict=True):
+        differ = [k for k in _SAME_SETTING if data.get(k) != contents[0].get(k)]
+        if differ:
+            raise InvalidParameterError(
+                f"`{path}` and `{files[0]}` measure different settings ({', '.join(differ)}: "
+                f"{data.get(differ[0])!r} vs {contents[0].get(differ[0])!r}); calibrate them "
+                "separately."
+            )
+    data = {**contents[0], "entries": [e for d in contents for e in d.get("entries", [])]}
+    try:
+        points = tuple(_point(entry) for entry in data["entries"])
+        model_name, dtype = str(data["model"]), Precision(data["dtype"])
+        link = load_link_profile(str(data["link_profile"]))
+        device_profile = str(data["device_profile"])
+    except (KeyError, TypeError, ValueError) as err:
+        names = ", ".join(f"`{f}`" for f in files)
+        raise CorruptFileError(f"{names}: not a complete measurements file: {err!r}.") from None
+    return MeasuredRuns(points, _cost_info(model_name), dtype, link, device_profile, data)
+
+
+_SAME_SETTING = ("model", "devices", "dtype", "device_profile", "link_profile")
+
+
 def calibrate_file(
-    path: Path,
+    path: Path | Sequence[Path],
     *,
     base: str | None = None,
     hold_out: Sequence[str] = (),
     name: str | None = None,
     fit_link: bool = False,
+    fit_messages: bool = True,
     clock: Callable[[], datetime] | None = None,
 ) -> Calibration:
-    """`calibrate` on a `dse measure --json` file; ``base`` defaults to the study's device
-    profile. Labels: ``#<trial>`` and baseline names."""
-    data = read_measurements(path)
-    try:
-        points = [_point(entry) for entry in data["entries"]]
-        model_name, dtype = str(data["model"]), Precision(data["dtype"])
-        link = load_link_profile(str(data["link_profile"]))
-        base_profile = load_device_profile(base or str(data["device_profile"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise CorruptFileError(f"`{path}` is not a complete measurements file: {err!r}.") from None
-    info = _cost_info(model_name)
+    """`calibrate` on one or several `dse measure --json` files (`read_runs`); ``base``
+    defaults to the study's device profile. Labels: ``#<trial>`` and baseline names; a label
+    held out is held out in every file."""
+    runs = read_runs(path)
+    data, link = runs.data, runs.link
+    base_profile = load_device_profile(base or runs.device_profile)
     now = (clock or (lambda: datetime.now(timezone.utc)))()
-    fit_count = len([p for p in points if p.label not in hold_out])
+    fit_count = len([p for p in runs.points if p.label not in hold_out])
     source = (
         f"measured: fitted by dse calibrate on {platform.node() or 'unknown host'} "
         f"{now.isoformat(timespec='seconds')} from {fit_count} runs of study "
-        f"`{data.get('study')}` ({model_name}, {data.get('devices')} nodes, link "
+        f"`{data.get('study')}` ({data['model']}, {data.get('devices')} nodes, link "
         f"{link.name}, {_measured_on(data)}); base profile {base_profile.name}"
     )
     return calibrate(
-        points,
-        info,
+        runs.points,
+        runs.info,
         base_profile,
         link,
-        dtype=dtype,
+        dtype=runs.dtype,
         hold_out=hold_out,
         source=source,
         name=name,
         fit_link=fit_link,
+        fit_messages=fit_messages,
     )
 
 

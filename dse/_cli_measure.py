@@ -81,7 +81,12 @@ def _measure_table(result: MeasureResult) -> Table:
 
 def calibrate(
     measurements: Annotated[
-        Path, typer.Argument(help="A `dse measure --json` file.", show_default=False)
+        list[Path],
+        typer.Argument(
+            help="One or more `dse measure --json` files of one study (e.g. one per schedule: "
+            "runs of both tell per-message processor time from link delay).",
+            show_default=False,
+        ),
     ],
     out: Annotated[Path, typer.Option(help="The calibrated profile, a .toml file.")],
     base: Annotated[
@@ -103,8 +108,9 @@ def calibrate(
         ),
     ] = None,
 ) -> None:
-    """Fit a device profile (compute and bandwidth efficiency, per-unit overhead; idle power
-    where a meter measured energy) to measured runs; report each run's FPS error."""
+    """Fit a device profile (compute and bandwidth efficiency, per-unit and per-message
+    overhead; idle power where a meter measured energy) to measured runs; report each run's
+    FPS error."""
     held = _labels(hold_out)
     for path, option in ((out, "--out"), (link_out, "--link-out")):
         if path is not None and path.suffix != ".toml":
@@ -137,11 +143,12 @@ def _labels(text: str | None) -> tuple[str, ...]:
 
 def _error_table(calibration: Calibration) -> Table:
     table = Table(title=f"FPS: measured and predicted ({calibration.schedule} schedule)")
+    mixed = len({e.in_flight for e in calibration.errors}) > 1
     for header in ("run", "", "measured", "base", "error %", "calibrated", "error %"):
         table.add_column(header, justify="left" if header in ("run", "") else "right")
     for e in calibration.errors:
         table.add_row(
-            e.label,
+            f"{e.label} ({e.in_flight} in flight)" if mixed else e.label,
             "held out" if e.held_out else "fitted",
             f"{e.measured_fps:.4g}",
             f"{e.base_fps:.4g}",

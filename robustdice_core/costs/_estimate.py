@@ -9,6 +9,9 @@ n[u, d] neurons held (CDC's parity device: its parity rows):
 - memory   = weights + peak live activations + the profile's runtime overhead
 - FLOPs    = sum_u n[u, d] * (2 * MACs + local ops)[u] + all channel-mixing FLOPs
 - bytes    : per sync point, each device sends a peer the outputs the peer does not hold
+- compute  = per unit and device, the roofline time + the profile's per-unit overhead + its
+             per-message overhead for each message the device sends or receives there (the
+             tail: the image in and the logits out)
 - latency  = sum_u (max_d compute[u, d] + gather[u]) + the work after the last sync point
 - fps      : `Schedule.BARRIER` (default): 1 / latency, one image at a time, every gather a
              barrier. `Schedule.OVERLAPPED` (the runtime's pipelining, K = ``in_flight``
@@ -333,7 +336,7 @@ def _loads(
     held = _held(partition)
     flops = _unit_flops(partition, info, held)
     sent = _traffic(partition, info, held, mode) * nbytes
-    compute = _compute_s(info, held, flops, devices, nbytes)
+    compute = _compute_s(info, held, flops, devices, nbytes) + _message_s(sent, devices)
     gather = _gather_s(sent, link)
     latency = float(compute[:-1].max(axis=1).sum() + gather.sum() + compute[-1].max())
     busy = max(float(compute.sum(axis=0).max()), _link_busy_s(sent, link))
@@ -449,6 +452,16 @@ def _compute_s(
     seconds = np.maximum(work / rate, moved / bandwidth)
     seconds[:-1] += overhead
     return seconds
+
+
+def _message_s(sent: np.ndarray, devices: tuple[DeviceProfile, ...]) -> np.ndarray:
+    """``[U + 1, ND]`` processor seconds the devices spend on messages: per sync point, one
+    per peer sent to and one per peer received from; in the tail, the image received and
+    the logits sent (the runtime's client messages)."""
+    overhead = np.array([d.message_overhead_s.value for d in devices])
+    per_unit = (sent > 0).sum(axis=2) + (sent > 0).sum(axis=1)  # [U, ND]
+    messages = np.vstack([per_unit, np.full((1, sent.shape[1]), 2)])
+    return messages * overhead
 
 
 # ----------------------------------------------------------------------------- network

@@ -16,6 +16,11 @@ further loss of the same message); ``loss_mode = "retransmit"`` (TCP, the defaul
 message arrives late, and the ones behind it on the same connection wait for it) or
 ``"drop"`` (a datagram link: a lost message never arrives).
 
+A device profile may also give ``[message_overhead_s]``: the processor time a node spends on
+each message it sends or receives (serialising, encryption, the runtime's loop), charged to
+its compute (default 0: not priced). On a Jetson with a native stack it is microseconds; the
+Python runtime on a busy CPU makes it milliseconds, and `dse calibrate` fits it.
+
 Built-in profiles live in ``robustdice_core/costs/profiles/``; a user adds more by putting
 ``*.toml`` files in the folder named by the ``ROBUSTDICE_PROFILES`` environment variable, or
 loads one file with `load_profile`.
@@ -84,6 +89,9 @@ NO_LOSS = ProfileValue(0.0, "default: no loss", estimated=False)
 LINUX_MIN_RTO = ProfileValue(
     0.2, "default: Linux TCP's minimum retransmission timeout (TCP_RTO_MIN, 200 ms)", False
 )
+NO_MESSAGE_OVERHEAD = ProfileValue(
+    0.0, "default: a message costs the node no processor time (not priced)", estimated=True
+)
 
 
 class ProfileKind(str, Enum):
@@ -114,6 +122,7 @@ class DeviceProfile:
     energy_per_flop_fp32_j: ProfileValue
     energy_per_flop_fp16_j: ProfileValue
     path: str = ""  # the file it was loaded from
+    message_overhead_s: ProfileValue = NO_MESSAGE_OVERHEAD  # processor time per message
 
     def flops_per_s(self, dtype_bytes: int) -> float:
         """Sustained FLOP/s at 4-byte (fp32) or 2-byte (fp16) precision."""
@@ -160,8 +169,9 @@ class LinkProfile:
 Profile = DeviceProfile | LinkProfile
 P = TypeVar("P", DeviceProfile, LinkProfile)
 
-_OPTIONAL: dict[str, Any] = {  # link fields a file may leave out, with their defaults
+_OPTIONAL: dict[str, Any] = {  # fields a file may leave out, with their defaults
     "loss": NO_LOSS,
+    "message_overhead_s": NO_MESSAGE_OVERHEAD,
     "retransmit_timeout_s": LINUX_MIN_RTO,
     "loss_mode": LossMode.RETRANSMIT,
 }

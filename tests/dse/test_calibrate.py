@@ -132,6 +132,26 @@ def test_link_latency_is_fitted_when_asked(
     assert calibrate(points, info, base, link, source="test").link is None
 
 
+def test_message_overhead_is_told_apart_from_link_latency(
+    info: ModelCostInfo, base: DeviceProfile, link: LinkProfile
+) -> None:
+    """Processor time per message and link delay per message both slow one image down; only
+    the processor time also caps the overlapped schedule, so runs of both schedules tell
+    them apart."""
+    true = dataclasses.replace(truth(base), message_overhead_s=ProfileValue(1e-3, "truth", True))
+    points = [
+        dataclasses.replace(p, label=f"{p.label}/{k}")
+        for k in (1, 4)
+        for p in synthetic(info, true, slow_link(link), k)
+    ]
+    calibration = calibrate(points, info, base, link, fit_link=True, source="test")
+    assert "message_overhead_s" in calibration.fitted
+    assert calibration.profile.message_overhead_s.value == pytest.approx(1e-3, rel=1e-3)
+    assert calibration.link is not None
+    assert calibration.link.latency_s.value == pytest.approx(2e-3, rel=1e-3)
+    assert max(abs(e.fitted_error_pct) for e in calibration.errors) < 0.1
+
+
 def test_without_a_meter_energy_keeps_the_base(
     info: ModelCostInfo, base: DeviceProfile, link: LinkProfile
 ) -> None:
@@ -160,15 +180,20 @@ def test_too_few_or_degenerate_runs_are_refused(
 
 
 def measurements_file(
-    path: Path, info: ModelCostInfo, profile: DeviceProfile, link: LinkProfile
+    path: Path,
+    info: ModelCostInfo,
+    profile: DeviceProfile,
+    link: LinkProfile,
+    in_flight: int = 1,
+    **setting: object,
 ) -> Path:
     """A `dse measure --json` file whose runs the profile predicts exactly."""
     entries = []
-    for point in synthetic(info, profile, link):
+    for point in synthetic(info, profile, link, in_flight):
         measured = {
             "subject": f"trial:{point.label[1:]}",
             "fps": point.fps,
-            "in_flight": 1,
+            "in_flight": in_flight,
             "images": 16,
             "energy_j": None,
             "energy_source": "not measured",
@@ -183,6 +208,7 @@ def measurements_file(
         "link_profile": link.name,
         "dtype": "fp32",
         "entries": entries,
+        **setting,
     }
     path.write_text(json.dumps(data))
     return path
@@ -228,6 +254,32 @@ def test_cli_writes_a_profile_that_optimize_accepts(
     fitted = load_link_profile(link_out)
     assert fitted.name == "gigabit_ethernet_calibrated"
     assert fitted.latency_s.value == pytest.approx(2e-3, rel=1e-3)
+
+
+def test_cli_fits_runs_of_both_schedules_together(
+    info: ModelCostInfo,
+    base: DeviceProfile,
+    link: LinkProfile,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    true = dataclasses.replace(truth(base), message_overhead_s=ProfileValue(1e-3, "truth", True))
+    files = [
+        str(measurements_file(tmp_path / f"k{k}.json", info, true, slow_link(link), k))
+        for k in (1, 4)
+    ]
+    out, link_out = tmp_path / "p.toml", tmp_path / "l.toml"
+    args = ["calibrate", *files, "--out", str(out), "--link-out", str(link_out)]
+    assert run_main(monkeypatch, *args, "--hold-out", "5,6") == 0
+    text = capsys.readouterr().out
+    assert "#5 (4 in flight)" in text and "#0 (1 in flight)" in text
+    assert "from 10 runs of study" in load_device_profile(out).message_overhead_s.source
+    assert load_device_profile(out).message_overhead_s.value == pytest.approx(1e-3, rel=1e-3)
+    assert load_link_profile(link_out).latency_s.value == pytest.approx(2e-3, rel=1e-3)
+    other = measurements_file(tmp_path / "nd3.json", info, true, link, devices=3)
+    assert run_main(monkeypatch, "calibrate", files[0], str(other), "--out", str(out)) == 2
+    assert "measure different settings (devices: 3 vs 2)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,24 @@ def test_unit_overhead_and_efficiency(tiny_info: ModelCostInfo, lop: Partition) 
     assert costs.per_device[0].compute_s == pytest.approx(2 * 0.736 + 0.2)
 
 
+def test_message_overhead_is_processor_time_per_message(
+    tiny_info: ModelCostInfo, lop: Partition
+) -> None:
+    device = make_device(message_overhead_s=0.01)
+    costs = estimate_costs(lop, tiny_info, device, make_link())
+    # per sync point one message out and one in (2 devices), and the image in and logits out
+    assert costs.per_device[0].compute_s == pytest.approx(0.736 + (2 + 2 + 2) * 0.01)
+    assert costs.latency_s == pytest.approx(1.116 + 0.06)
+    full = FullReplication().partition(SIZES, 2)
+    alone = estimate_costs(full, tiny_info, device, make_link())  # client messages only
+    assert alone.per_device[0].compute_s == pytest.approx((4 * 352 + 2 * 32) / 1000 + 0.02)
+    # busy processors bound the overlapped schedule: nothing overlaps a message's CPU time
+    overlapped = estimate_costs(
+        lop, tiny_info, device, make_link(bandwidth_bytes_per_s=1e6), schedule="overlapped"
+    )
+    assert overlapped.fps == pytest.approx(1 / (0.736 + 0.06))
+
+
 def test_pipelined_bound_is_the_busiest_resource(tiny_info: ModelCostInfo, lop: Partition) -> None:
     costs = estimate_costs(lop, tiny_info, make_device(), make_link())
     # the link is busier (36 B at 100 B/s per port) than a device (0.736 s)

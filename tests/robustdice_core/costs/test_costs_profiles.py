@@ -205,3 +205,17 @@ def test_to_dict_keeps_sources() -> None:
     data = load_link_profile("wifi").to_dict()
     assert data["kind"] == "link" and data["medium"] == "shared"
     assert data["latency_s"]["estimated"] is True and data["latency_s"]["source"]
+
+
+def test_message_overhead_is_optional_and_checked(tmp_path: Path) -> None:
+    plain = load_profile(_write(tmp_path, "plain", _device_text("plain")))
+    assert isinstance(plain, DeviceProfile) and plain.message_overhead_s.value == 0.0
+    assert "message_overhead_s" not in plain.to_dict()  # the default keeps old fingerprints
+    priced = _device_text("priced") + (
+        '\n[message_overhead_s]\nvalue = 2e-4\nsource = "fitted"\nestimated = true\n'
+    )
+    profile = load_profile(_write(tmp_path, "priced", priced))
+    assert isinstance(profile, DeviceProfile) and profile.message_overhead_s.value == 2e-4
+    assert profile.to_dict()["message_overhead_s"]["source"] == "fitted"
+    with pytest.raises(CorruptFileError, match="`message_overhead_s`.*>= 0"):
+        load_profile(_write(tmp_path, "bad", priced.replace("value = 2e-4", "value = -1.0")))
