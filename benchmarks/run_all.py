@@ -8,6 +8,7 @@ from types import ModuleType
 from rich.table import Table
 
 from benchmarks import (
+    bench_calibration,
     bench_device,
     bench_failure_eval,
     bench_hv,
@@ -29,6 +30,7 @@ BENCHMARKS: tuple[ModuleType, ...] = (
     bench_racing,
     bench_runtime,
     bench_links,
+    bench_calibration,
     bench_hv,
     bench_workers,
     bench_device,
