@@ -353,6 +353,11 @@ class Mesh:
                 upcoming = None  # the caller's timeout ends first
             timeout_s = min(timeout_s, max(0.0, until))
         ready = drain(self._poller, timeout_s)
+        while shaper is not None and upcoming is not None and not ready:
+            rest = upcoming - shaper.clock()  # ZeroMQ's coarse clock may end a wait early
+            if rest < 1e-3:
+                break
+            ready = drain(self._poller, rest)
         if upcoming is not None and not ready:
             self._bridge(upcoming)
         out = []

@@ -139,14 +139,17 @@ def test_race_records_round_trip_through_the_trial_attributes(bench: Workbench) 
 # --------------------------------------------------------------------------- a study
 def test_a_racing_study_keeps_raced_out_trials_off_the_front(bench: Workbench) -> None:
     settings = StudySettings.parse(
-        model=MODEL, test_size=TEST_SIZE, racing=0.3, sampler="random", seed=1
+        model=MODEL, test_size=TEST_SIZE, racing=0.3, sampler="random", seed=0
     )
     problem = RobustnessProblem(settings, bench=bench)
+    # 24 random trials: enough that some are beaten by the front whatever CPU trained the
+    # model (its weights, and so which trials win, differ between CPU families); seeds 0-3
+    # race out 2-6 of them here
     with prepare_study(settings, storage_url=":memory:", problem=problem) as prepared:
-        result = run_study(prepared, trials=14)
+        result = run_study(prepared, trials=24)
     trials = result.study.get_trials(states=(TrialState.COMPLETE,))
     records = {t.number: TrialRecord.from_trial(t) for t in trials}
-    assert len(trials) == 14 and all(r is not None and r.race for r in records.values())
+    assert len(trials) == 24 and all(r is not None and r.race for r in records.values())
     raced_out = {n for n, r in records.items() if r is not None and r.raced_out}
     assert raced_out, "some random trials are beaten by the front"
     assert raced_out.isdisjoint(t.number for t in result.front)
