@@ -35,7 +35,7 @@ from dse._results import Measurement, StudySnapshot, load_snapshot
 from dse._study import StudyLock, open_storage
 from dse._workbench import Workbench
 from robustdice_core import BASELINES, CorruptFileError, InvalidParameterError, Partition
-from robustdice_core.costs import CostEstimate, Schedule, estimate_costs
+from robustdice_core.costs import CostEstimate, Schedule
 from robustdice_core.io import atomic_write_bytes
 from runtime import LaunchOptions, RunSummary, run_local
 
@@ -325,24 +325,10 @@ def _estimated(
     in_flight: int,
 ) -> dict[str, float]:
     """The cost model's figures for the partition: both schedules (docs/cost_model.md)."""
-    overlapped = estimate_costs(
-        partition,
-        problem.cost_info,
-        problem.device,
-        problem.link,
-        dtype=problem.settings.dtype,
-        schedule=Schedule.OVERLAPPED,
-        in_flight=in_flight,
-    )
-    if costs is None or costs.schedule is not Schedule.BARRIER:
-        costs = estimate_costs(
-            partition,
-            problem.cost_info,
-            problem.device,
-            problem.link,
-            dtype=problem.settings.dtype,
-        )
+    overlapped = problem.estimate(partition, Schedule.OVERLAPPED, in_flight)
     barrier = costs
+    if barrier is None or barrier.schedule is not Schedule.BARRIER:
+        barrier = problem.estimate(partition, Schedule.BARRIER)
     return {
         "fps": barrier.fps,
         "fps_overlapped": overlapped.fps,

@@ -45,6 +45,7 @@ from robustdice_core import (
 from robustdice_core.costs import (
     CostEstimate,
     ModelCostInfo,
+    Schedule,
     estimate_costs,
     load_device_profile,
     load_link_profile,
@@ -244,15 +245,7 @@ class RobustnessProblem:
     ) -> Evaluation:
         """Costs, then accuracy (raced when racing is on and ``front`` is given)."""
         start = time.perf_counter()
-        costs = estimate_costs(
-            partition,
-            self.cost_info,
-            self.device,
-            self.link,
-            dtype=self.settings.dtype,
-            schedule=self.settings.schedule,
-            in_flight=self.settings.in_flight,
-        )
+        costs = self.estimate(partition)
         cost_end = time.perf_counter()
         accuracy, race = self._accuracy(partition, costs, front)
         end = time.perf_counter()
@@ -268,6 +261,26 @@ class RobustnessProblem:
                 "accuracy": end - cost_end,
             },
             race=race,
+        )
+
+    def estimate(
+        self,
+        partition: Partition,
+        schedule: Schedule | None = None,
+        in_flight: int | None = None,
+    ) -> CostEstimate:
+        """The cost model's figures for ``partition`` on the study's cluster, under
+        ``schedule`` (default: the study's own, with its images in flight)."""
+        if schedule is None:
+            schedule, in_flight = self.settings.schedule, self.settings.in_flight
+        return estimate_costs(
+            partition,
+            self.cost_info,
+            self.device,
+            self.link,
+            dtype=self.settings.dtype,
+            schedule=schedule,
+            in_flight=in_flight,
         )
 
     def _values(self, outcome: TrialOutcome) -> tuple[float, ...]:
