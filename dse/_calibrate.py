@@ -507,6 +507,7 @@ def read_runs(paths: Path | Sequence[Path]) -> MeasuredRuns:
             )
     data = {**contents[0], "entries": [e for d in contents for e in d.get("entries", [])]}
     try:
+        emulated = sorted({str(e["measurement"].get("link")) for e in data["entries"]})
         points = tuple(_point(entry) for entry in data["entries"])
         model_name, dtype = str(data["model"]), Precision(data["dtype"])
         link = load_link_profile(str(data["link_profile"]))
@@ -514,6 +515,11 @@ def read_runs(paths: Path | Sequence[Path]) -> MeasuredRuns:
     except (KeyError, TypeError, ValueError) as err:
         names = ", ".join(f"`{f}`" for f in files)
         raise CorruptFileError(f"{names}: not a complete measurements file: {err!r}.") from None
+    if len(emulated) > 1:
+        raise InvalidParameterError(
+            f"the runs were measured on different links ({', '.join(emulated)}: e.g. one with "
+            "`--no-emulate-link`); calibrate runs of one link together."
+        )
     return MeasuredRuns(points, _cost_info(model_name), dtype, link, device_profile, data)
 
 

@@ -13,7 +13,7 @@ from dse._cli_options import DEFAULT_STORAGE, StorageOpt, StudyArg, console
 from dse._pick import PICK_RULES
 from robustdice_core import BASELINES
 from robustdice_core.bundle import ExpectedMetrics, Manifest, VerifyReport
-from robustdice_core.costs import MB
+from robustdice_core.costs import MB, describe_schedule
 
 __all__ = ["deploy", "verify"]
 
@@ -93,7 +93,7 @@ def _manifest_table(manifest: Manifest, selection: str) -> Table:
 def _expected_caption(expected: ExpectedMetrics) -> str:
     caption = (
         f"replication {expected.replication_factor:.2f}, {expected.costs.fps:.1f} FPS "
-        f"({expected.costs.provenance.value})"
+        f"({expected.costs.provenance.value}, {describe_schedule(expected.costs.in_flight)})"
     )
     top1 = dict(expected.top1_pct)
     failed = [v for k, v in top1.items() if k != "no failure"]

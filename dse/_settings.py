@@ -34,6 +34,7 @@ from robustdice_core.costs import (
     DEFAULT_IN_FLIGHT,
     Precision,
     Schedule,
+    describe_schedule,
     load_device_profile,
     load_link_profile,
 )
@@ -237,9 +238,7 @@ class StudySettings:
     @property
     def schedule_text(self) -> str:
         """How the cost objectives assume the runtime orders images, in words."""
-        if self.in_flight is None:
-            return "barrier schedule"
-        return f"overlapped schedule, {self.in_flight} in flight"
+        return describe_schedule(self.in_flight)
 
     @property
     def accuracy(self) -> AccuracySettings:
@@ -253,8 +252,12 @@ class StudySettings:
 
     # ----------------------------------------------------------------- storage
     def replace(self, **changes: Any) -> StudySettings:
-        """A copy with ``changes`` applied (validated like any new settings)."""
-        return StudySettings(**{**self._values(), **changes})
+        """A copy with ``changes`` applied (validated like any new settings); a new
+        ``schedule`` without ``in_flight`` takes that schedule's default."""
+        values = self._values()
+        if "schedule" in changes and "in_flight" not in changes:
+            values["in_flight"] = None
+        return StudySettings(**{**values, **changes})
 
     def _values(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

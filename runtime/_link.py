@@ -27,8 +27,9 @@ A loop reaches a due message some microseconds after it is due (the turn back to
 which a real link does not add. `due` measures that lateness on every release and hands later
 messages out that much early (`Shaper.lead_s`, an integrating controller of the lateness,
 capped at `MAX_LEAD_S`), so the delay added is the profile's, not the profile's plus the
-emulator's own. The send itself (encoding, encryption) is not compensated: a real node pays it
-too.
+emulator's own. A release later than the cap is not a sample: the loop was computing, and a
+lead learnt from it would send on-time messages early. The send itself (encoding, encryption)
+is not compensated: a real node pays it too.
 """
 
 from __future__ import annotations
@@ -267,7 +268,8 @@ class Shaper(Generic[T]):
                 arrives, item = queue.popleft()
                 out.append((link, item))
                 latest = arrives if latest is None else max(latest, arrives)
-        if latest is not None:
+        if latest is not None and clock - latest <= MAX_LEAD_S:
+            # later than that, the loop was computing, not turning back to `due`: no sample
             late = clock - latest  # negative: released early by the lead
             self.lead_s = min(max(self.lead_s + LEAD_GAIN * late, 0.0), MAX_LEAD_S)
         return out

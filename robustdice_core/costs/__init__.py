@@ -16,6 +16,7 @@ from robustdice_core.costs._estimate import (
     Precision,
     Provenance,
     Schedule,
+    describe_schedule,
     estimate_costs,
 )
 from robustdice_core.costs._model_info import ModelCostInfo
@@ -51,6 +52,7 @@ __all__ = [
     "ProfileValue",
     "Provenance",
     "Schedule",
+    "describe_schedule",
     "device_profiles",
     "estimate_costs",
     "link_profiles",

@@ -45,6 +45,7 @@ __all__ = [
     "Precision",
     "Provenance",
     "Schedule",
+    "describe_schedule",
     "estimate_costs",
 ]
 
@@ -248,6 +249,13 @@ def estimate_costs(
     )
 
 
+def describe_schedule(in_flight: int | None) -> str:
+    """The schedule a figure assumes, in words: ``in_flight`` None or 1 is the barrier one."""
+    if in_flight is None or in_flight == 1:
+        return "barrier schedule"
+    return f"overlapped schedule, {in_flight} in flight"
+
+
 def _rate(seconds: float) -> float:
     return 1.0 / seconds if seconds > 0 else float("inf")
 
@@ -336,7 +344,8 @@ def _loads(
     held = _held(partition)
     flops = _unit_flops(partition, info, held)
     sent = _traffic(partition, info, held, mode) * nbytes
-    compute = _compute_s(info, held, flops, devices, nbytes) + _message_s(sent, devices)
+    compute = _compute_s(info, held, flops, devices, nbytes)
+    compute += _message_s(sent, devices, partition.parity_device)
     gather = _gather_s(sent, link)
     latency = float(compute[:-1].max(axis=1).sum() + gather.sum() + compute[-1].max())
     busy = max(float(compute.sum(axis=0).max()), _link_busy_s(sent, link))
@@ -454,12 +463,19 @@ def _compute_s(
     return seconds
 
 
-def _message_s(sent: np.ndarray, devices: tuple[DeviceProfile, ...]) -> np.ndarray:
+def _message_s(
+    sent: np.ndarray, devices: tuple[DeviceProfile, ...], parity: int | None
+) -> np.ndarray:
     """``[U + 1, ND]`` processor seconds the devices spend on messages: per sync point, one
     per peer sent to and one per peer received from; in the tail, the image received and
-    the logits sent (the runtime's client messages)."""
+    the logits sent (the runtime's client messages). A CDC parity device sends nothing
+    while every device is up (it decodes only for a lost slice), so its sends are not
+    counted, although the traffic model charges its rows' bytes (docs/cost_model.md)."""
     overhead = np.array([d.message_overhead_s.value for d in devices])
-    per_unit = (sent > 0).sum(axis=2) + (sent > 0).sum(axis=1)  # [U, ND]
+    links = sent > 0
+    if parity is not None:
+        links[:, parity, :] = False
+    per_unit = links.sum(axis=2) + links.sum(axis=1)  # [U, ND]
     messages = np.vstack([per_unit, np.full((1, sent.shape[1]), 2)])
     return messages * overhead
 

@@ -280,6 +280,13 @@ def test_cli_fits_runs_of_both_schedules_together(
     other = measurements_file(tmp_path / "nd3.json", info, true, link, devices=3)
     assert run_main(monkeypatch, "calibrate", files[0], str(other), "--out", str(out)) == 2
     assert "measure different settings (devices: 3 vs 2)" in capsys.readouterr().err
+    for file, emulated in zip(files, ("gigabit_ethernet", "none"), strict=True):
+        data = json.loads(Path(file).read_text())
+        for entry in data["entries"]:
+            entry["measurement"]["link"] = emulated
+        Path(file).write_text(json.dumps(data))
+    assert run_main(monkeypatch, "calibrate", *files, "--out", str(out)) == 2
+    assert "measured on different links (gigabit_ethernet, none" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,7 @@ def test_the_overlapped_schedule_is_part_of_the_study_only_when_chosen() -> None
     eight = overlapped.replace(in_flight=8)
     assert eight.key() not in (base.key(), overlapped.key())
     assert StudySettings.from_dict(eight.to_dict()) == eight
+    assert eight.replace(schedule="barrier") == base  # the new schedule's own in-flight count
 
 
 def test_the_fps_objective_follows_the_study_schedule() -> None:

@@ -214,6 +214,11 @@ def test_cdc_parity_device(tiny_info: ModelCostInfo) -> None:
     assert parity.bytes_rx_per_sync == (64.0, 8.0)
     assert data.bytes_tx_per_sync == (64.0, 8.0)
     assert data.bytes_rx_per_sync == (32.0 + 128.0, 4.0 + 4.0)
+    # per-message processor time: the parity sends nothing while every device is up (the
+    # runtime's CDC), so per unit a data device sends 2 and receives 1, the parity receives 2
+    priced = estimate_costs(cdc, tiny_info, make_device(message_overhead_s=0.01), make_link())
+    extra = [p.compute_s - c.compute_s for p, c in zip(priced.per_device, costs.per_device)]
+    assert extra == pytest.approx([(2 * 3 + 2) * 0.01, (2 * 3 + 2) * 0.01, (2 * 2 + 2) * 0.01])
 
 
 def test_heterogeneous_devices_slowest_sets_the_pace(
