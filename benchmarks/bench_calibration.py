@@ -19,8 +19,9 @@ The commands of docs/measure.md, run here as a user runs them:
    from link delay per message (which another image's work fills).
 
 Per fit: median and largest |FPS error| of the fitted and the held-out runs, the fitted
-values, and the median ratio predicted / measured. ``--runs BARRIER OVERLAPPED`` skips 1-2
-and uses existing `dse measure --json` files.
+values, and the median ratio predicted / measured. Target: fitted on both schedules, the CPU
+term lowers the held-out error. ``--runs BARRIER OVERLAPPED`` skips 1-2 and uses existing
+`dse measure --json` files.
 
     python -m benchmarks.bench_calibration [--quick] [--runs BARRIER.json OVERLAPPED.json]
 """
@@ -174,12 +175,16 @@ def run(
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The target: fitted on both schedules, the CPU term lowers the held-out error. (Barrier
+    runs alone do not identify it: which of CPU and delay that fit picks varies by run.)"""
+    joint = {r["message_term"]: r for r in rows if r["fitted_on"] == "both"}
     cross = {r["message_term"]: r for r in rows if r["fitted_on"] != r["predicts"]}
     return {
+        "joint_held_out_median_pct_without_term": joint[False]["held_out_median_pct"],
+        "joint_held_out_median_pct_with_term": joint[True]["held_out_median_pct"],
         "cross_median_ratio_without_term": cross[False]["median_ratio"],
         "cross_median_ratio_with_term": cross[True]["median_ratio"],
-        "target_met": abs(cross[True]["median_ratio"] - 1.0)
-        < abs(cross[False]["median_ratio"] - 1.0),
+        "target_met": joint[True]["held_out_median_pct"] < joint[False]["held_out_median_pct"],
     }
 
 

@@ -90,3 +90,4 @@ def test_the_joint_fit_finds_the_processor_time_per_message(
     assert rows["both", "both", False]["held_out_max_pct"] > 1.0  # no delay can stand in
     assert rows["barrier", "overlapped", False]["median_ratio"] > 1.0  # over-predicts
     assert result.summary["target_met"]
+    assert result.summary["joint_held_out_median_pct_with_term"] < 0.1
