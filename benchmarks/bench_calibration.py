@@ -38,7 +38,15 @@ from typing import Any
 
 from rich.table import Table
 
-from benchmarks._common import BenchResult, code_state, console, make_table, quick_parser, report
+from benchmarks._common import (
+    BenchResult,
+    code_state,
+    console,
+    make_table,
+    ms,
+    quick_parser,
+    report,
+)
 from dse._calibrate import Calibration, MeasuredRuns, calibrate_file, read_runs
 from dse._measure import measure_study
 
@@ -221,7 +229,7 @@ def table(result: BenchResult) -> Table:
 
 
 def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1e3
+    return None if seconds is None else ms(seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

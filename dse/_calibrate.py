@@ -44,6 +44,7 @@ from robustdice_core.costs import (
     Precision,
     ProfileValue,
     Schedule,
+    describe_schedule,
     estimate_costs,
     load_device_profile,
     load_link_profile,
@@ -107,7 +108,7 @@ class Calibration:
     kept: dict[str, str]  # profile field -> why it keeps the base value
     errors: tuple[PointError, ...]
     iterations: int
-    schedule: str  # how the runs were predicted, e.g. "overlapped, 4 in flight"
+    schedule: str  # how the runs were predicted, e.g. "overlapped schedule, 4 in flight"
 
     def summary(self, held_out: bool) -> tuple[float, float] | None:
         """Median and largest absolute FPS error (%) of the fitted (or held-out) runs."""
@@ -192,12 +193,8 @@ def calibrate(
         kept=kept,
         errors=errors,
         iterations=iterations,
-        schedule=", ".join(sorted({_schedule_text(p.in_flight) for p in points})),
+        schedule=", ".join(sorted({describe_schedule(p.in_flight) for p in points})),
     )
-
-
-def _schedule_text(in_flight: int) -> str:
-    return "barrier" if in_flight == 1 else f"overlapped, {in_flight} in flight"
 
 
 # ----------------------------------------------------------------------------- the model

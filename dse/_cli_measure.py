@@ -143,7 +143,7 @@ def _labels(text: str | None) -> tuple[str, ...]:
 
 def _error_table(calibration: Calibration) -> Table:
     mixed = len({e.in_flight for e in calibration.errors}) > 1
-    schedules = "each run in its own schedule" if mixed else f"{calibration.schedule} schedule"
+    schedules = "each run in its own schedule" if mixed else calibration.schedule
     table = Table(title=f"FPS: measured and predicted ({schedules})")
     for header in ("run", "", "measured", "base", "error %", "calibrated", "error %"):
         table.add_column(header, justify="left" if header in ("run", "") else "right")
